@@ -1,0 +1,3 @@
+from emoloom.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""The `emoloom` command line (also `python -m emoloom`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emoloom.corpora import FORMATS, DataError, ReadOptions
+from emoloom.resources import MissingResourceError, raw_root, resource_path
+
+
+def _default_root() -> str | None:
+    """data.raw_root from ./params.yaml when there is one ($EMOLOOM_RAW_ROOT still wins in raw_root())."""
+    try:
+        from emoloom.params import load_section
+        return load_section("data")["raw_root"]
+    except (OSError, KeyError):
+        return None
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from emoloom.convert import convert_file, detect_format, summary
+    from emoloom.lexicon import load_lexicon
+    from emoloom.weak_vad import WeakVadConfig
+
+    fmt = args.format or detect_format(args.input)
+    root = None if args.no_weak_vad and not fmt.startswith("empathetic") else raw_root(args.raw_root or _default_root())
+    ed_labels = args.ed_labels or (resource_path(root, "empathetic_labels") if fmt.startswith("empathetic") else None)
+    lexicon = None if args.no_weak_vad else load_lexicon(args.lexicon, root)
+    n, report = convert_file(args.input, args.output, fmt, args.split,
+                             ReadOptions(context_turns=args.context_turns, ed_labels=ed_labels), lexicon,
+                             WeakVadConfig(), args.min_tokens, args.max_tokens)
+    print(summary(n, report), file=sys.stderr)
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from emoloom.download import download_goemotions
+
+    for path in download_goemotions(raw_root(args.raw_root or _default_root())):
+        print(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emoloom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conv = sub.add_parser("convert", help="convert a raw corpus file into record JSONL (QC, dedup, weak VAD)")
+    conv.add_argument("input", type=Path, help="raw file: GoEmotions .tsv, ED .csv, DailyDialog .jsonl, EmoBank .csv")
+    conv.add_argument("output", type=Path, help="record JSONL to write")
+    conv.add_argument("--format", choices=sorted(FORMATS), help="raw format (default: guessed from name and header)")
+    conv.add_argument("--split", default="dev", help="split name written into ids and records (default: dev)")
+    conv.add_argument("--raw-root", help="raw-data root holding the lexicon and ED labels.txt "
+                                         "(default: $EMOLOOM_RAW_ROOT, else data.raw_root of ./params.yaml)")
+    conv.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
+    conv.add_argument("--no-weak-vad", action="store_true", help="skip weak VAD (records keep vad=null)")
+    conv.add_argument("--ed-labels", type=Path, help="EmpatheticDialogues labels.txt (default: from the raw root)")
+    conv.add_argument("--context-turns", type=int, default=2, help="dialogue turns kept as context (default: 2)")
+    conv.add_argument("--min-tokens", type=int, default=3, help="QC: shortest text kept (default: 3)")
+    conv.add_argument("--max-tokens", type=int, default=128, help="QC: longest text kept (default: 128)")
+    conv.set_defaults(func=cmd_convert)
+
+    down = sub.add_parser("download", help="fetch GoEmotions from the Hugging Face hub into the raw layout "
+                                           "(needs internet and `pip install datasets`)")
+    down.add_argument("--raw-root", help="where to write (default: $EMOLOOM_RAW_ROOT, else data.raw_root)")
+    down.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, MissingResourceError) as e:
+        sys.exit(f"error: {e}")

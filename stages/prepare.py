@@ -1,0 +1,25 @@
+"""DVC stage `prepare`: raw corpora -> data/prepared/<corpus>/<split>.jsonl and metrics/prepare.json."""
+
+from pathlib import Path
+
+from emoloom.io import write_json
+from emoloom.params import load_section
+from emoloom.prepare import CORPORA, PrepareConfig, prepare_corpus
+from emoloom.resources import raw_root
+
+OUT_DIR = Path("data/prepared")
+
+
+def main() -> None:
+    root = raw_root(load_section("data")["raw_root"])
+    cfg = PrepareConfig(**load_section("prepare"))
+    report = {name: prepare_corpus(name, root, OUT_DIR, cfg) for name in CORPORA}
+    write_json("metrics/prepare.json", {corpus: {split: {k: v for k, v in r.items() if k != "labels"}
+                                                  for split, r in splits.items()}
+                                        for corpus, splits in report.items()})
+    write_json("metrics/label_histogram.json", {f"{corpus}/{split}": r["labels"]
+                                                for corpus, splits in report.items() for split, r in splits.items()})
+
+
+if __name__ == "__main__":
+    main()
