@@ -1,0 +1,61 @@
+"""The training losses of the paper, each a plain function of tensors (docs/training.md has the formulas).
+
+    L = lambda_lm L_lm + lambda_cls L_cls + lambda_reg L_reg + lambda_vad L_vad + lambda_app L_app + lambda_flip L_flip
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens; targets are -100 elsewhere."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+
+
+def cls_loss(label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_cls = 1/K sum_k BCE(p_k, y_k), averaged over the batch."""
+    return F.binary_cross_entropy_with_logits(label_logits.float(), labels.float())
+
+
+def reg_loss(vad: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_reg = ||v - v_hat||_2^2, averaged over the batch."""
+    return ((vad.float() - target.float()) ** 2).sum(-1).mean()
+
+
+def expected_text_vad(logits: torch.Tensor, positions: torch.Tensor, token_vad: torch.Tensor,
+                      token_is_lexical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_text(a) = sum_j w_j l(t_j) / sum_j w_j, in expectation under the teacher-forced token distributions.
+
+    logits (B, J, V) predict the answer tokens; positions (B, J) marks the rationale tokens; token_vad (V, 3) is the
+    lexicon VAD of each vocabulary token and token_is_lexical (V,) is 1 where a token is a lexicon word (w_j = 1{l(t_j)
+    exists} becomes the probability mass on such tokens). Returns (v_text (B, 3), lexical mass (B,)).
+    """
+    probs = logits.float().softmax(-1) * positions.unsqueeze(-1)
+    mass = probs @ token_is_lexical                         # (B, J)
+    weighted = probs @ (token_vad * token_is_lexical.unsqueeze(-1))   # (B, J, 3)
+    total = mass.sum(1)
+    return weighted.sum(1) / (total.unsqueeze(-1) + EPS), total
+
+
+def vad_loss(v_text: torch.Tensor, target: torch.Tensor, lexical_mass: torch.Tensor,
+             min_mass: float = 1e-3) -> torch.Tensor:
+    """L_vad = ||v_text(a) - v_hat||_2, over rows whose rationale puts some probability on lexicon words."""
+    keep = lexical_mass > min_mass
+    if not keep.any():
+        return v_text.sum() * 0.0
+    return torch.linalg.vector_norm(v_text[keep] - target[keep].float(), dim=-1).mean()
+
+
+def app_loss(scores: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_app = 1/M sum_m BCE(s_m, s~_m), over the atoms the gold labels determine (mask = 1)."""
+    bce = F.binary_cross_entropy(scores.float().clamp(EPS, 1 - EPS), prototypes.float(), reduction="none")
+    return (bce * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def flip_loss(valence: torch.Tensor, flipped_valence: torch.Tensor) -> torch.Tensor:
+    """L_flip = |(v(x) - 1/2) + (v(x') - 1/2)|, averaged over flip pairs."""
+    return ((valence.float() - 0.5) + (flipped_valence.float() - 0.5)).abs().mean()

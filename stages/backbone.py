@@ -1,0 +1,25 @@
+"""DVC stage `backbone`: convert params `backbone.name` into a plain HF directory at `backbone.out_dir`.
+
+Writes the directory (with its backbone.json) and metrics/backbone.json with the same facts.
+"""
+
+from emoloom.backbones import convert_backbone
+from emoloom.io import write_json
+from emoloom.params import load_section
+
+METRICS = "metrics/backbone.json"
+
+
+def main() -> None:
+    params = load_section("backbone")
+    facts = convert_backbone(params["name"], params["out_dir"])
+    write_json(METRICS, facts)
+    print(
+        f"{facts['name']}: {facts['parameters']:,} parameters -> {params['out_dir']} "
+        f"(load {facts['load_source_s']} s from source, {facts['load_converted_s']} s converted; "
+        f"logits max abs diff {facts['logits_max_abs_diff']:.3g})"
+    )
+
+
+if __name__ == "__main__":
+    main()
