@@ -6,8 +6,14 @@ import os
 import shutil
 from pathlib import Path
 
+import re
+
 import pytest
 import yaml
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from emoloom.contract import build_target
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,3 +65,42 @@ def small_raw_root(raw_root, tmp_path_factory) -> Path:
 def nrc(raw_root):
     from emoloom.lexicon import load_lexicon
     return load_lexicon("nrc_vad", raw_root)
+
+
+# ---------------------------------------------------------------- tiny word-level tokenizers for wiring tests
+
+WORD = re.compile(r"\w+|[^\w\s]+")       # what pre_tokenizers.Whitespace splits on
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|> {{ m.content }} </s> {% endfor %}<|assistant|>"
+
+
+def vocabulary_texts(records) -> list[str]:
+    """The texts and gold answers of records: what a test tokenizer must cover."""
+    return [r["text"] for r in records] + [build_target(r["labels"], r["vad"], r["vad_cues"]) for r in records]
+
+
+def word_tokenizer(texts, chat: bool = False) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer whose vocabulary is every word of `texts` (with a chat template, an eos
+    and role tokens when `chat`)."""
+    special = ["<unk>", "<pad>"] + (["</s>", "<|system|>", "<|user|>", "<|assistant|>"] if chat else [])
+    words = [w for text in texts for w in WORD.findall(text.lower())]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*special, *words]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if chat:
+        tok.add_special_tokens(special[2:])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="</s>" if chat else None)
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The embedded SmolLM2-135M-Instruct converted once per session into a plain HF directory."""
+    from emoloom.backbones import DEFAULT_BACKBONE, convert_backbone
+
+    out = tmp_path_factory.mktemp("smollm2") / "backbone"
+    convert_backbone(DEFAULT_BACKBONE, out)
+    return out

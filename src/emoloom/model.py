@@ -1,0 +1,99 @@
+"""The generator: a causal LM (LoRA-adapted by default) plus a multi-label head and a VAD head on its pooled hidden
+state. The heads give L_cls, L_reg, v(x) for L_flip, and the fast "heads" inference mode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emoloom.labels import LABELS, NUM_LABELS
+from emoloom.sft_data import position_ids
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16                      # LoRA rank
+    alpha: int = 32                  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.05            # dropout on the LoRA input
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    last_layers: int = 0             # adapt only the last N decoder layers (0 = all); fewer = faster backward on CPU
+
+
+class Heads(nn.Module):
+    def __init__(self, hidden: int, num_labels: int = NUM_LABELS):
+        super().__init__()
+        self.labels = nn.Linear(hidden, num_labels)
+        self.vad = nn.Linear(hidden, 3)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.labels(pooled), torch.sigmoid(self.vad(pooled))
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class EmoModel(nn.Module):
+    def __init__(self, lm: nn.Module, heads: Heads):
+        super().__init__()
+        self.lm, self.heads = lm, heads
+
+    def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1):
+        """(LM logits of the last `logits_to_keep` positions, label logits, VAD in [0,1])."""
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                      output_hidden_states=True, use_cache=False, logits_to_keep=logits_to_keep)
+        pooled = masked_mean(out.hidden_states[-1], pool_mask).float()
+        label_logits, vad = self.heads(pooled)
+        return out.logits, label_logits, vad
+
+    def predict_heads(self, input_ids, attention_mask):
+        """Heads on prompt-only inputs (pooling over every real token): label logits and VAD."""
+        _, label_logits, vad = self(input_ids, attention_mask, attention_mask, logits_to_keep=1)
+        return label_logits, vad
+
+
+def add_lora(lm: nn.Module, settings: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    n_layers = lm.config.num_hidden_layers
+    layers = list(range(n_layers - settings.last_layers, n_layers)) if settings.last_layers else None
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), layers_to_transform=layers, bias="none")
+    return get_peft_model(lm, config)
+
+
+def trainable_state(model: EmoModel) -> dict[str, torch.Tensor]:
+    """The parameters that training changes (LoRA + heads, or everything for full fine-tuning), by name."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """(EmoModel in eval mode, tokenizer, bundle.json) of a checkpoint bundle written by `emoloom.train`."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bundle_dir = Path(bundle_dir)
+    info_path = bundle_dir / "bundle.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{bundle_dir} is not an EmoLoom model bundle (no bundle.json); train one with "
+                                f"`dvc repro sft` or pass the model/ directory of a run")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info.get("labels") != list(LABELS):
+        raise ValueError(f"{bundle_dir}: trained for another label space ({len(info.get('labels') or [])} labels)")
+    lm = AutoModelForCausalLM.from_pretrained(info["backbone"], dtype=dtype)
+    if not info["full_finetune"]:
+        settings = LoraSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["lora"].items()})
+        lm = add_lora(lm, settings)
+    model = EmoModel(lm, Heads(lm.config.hidden_size))
+    weights = load_file(str(bundle_dir / "trainable.safetensors"))
+    missing = set(weights) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"{bundle_dir}: weights for unknown parameters {sorted(missing)[:3]}")
+    model.load_state_dict(weights, strict=False)
+    tokenizer = AutoTokenizer.from_pretrained(info["backbone"])
+    return model.to(device=device, dtype=dtype).eval(), tokenizer, info

@@ -1,0 +1,224 @@
+"""SFT wiring on a tiny random-init Llama (fast), and a few real steps on SmolLM2 (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from conftest import REPO, vocabulary_texts, word_tokenizer
+from emoloom import train as train_mod
+from emoloom.appraisal import AppraisalVerifier, tokenizer_sha1
+from emoloom.contract import build_prompt
+from emoloom.convert import convert_file
+from emoloom.corpora import ReadOptions
+from emoloom.io import read_jsonl, write_jsonl
+from emoloom.mixing import build_mixture
+from emoloom.model import LoraSettings
+from emoloom.token_lexicon import lexical_tokens
+from emoloom.train import LossWeights, RunPaths, SFTConfig, train
+from emoloom.weak_vad import WeakVadConfig
+
+MIX = {"goemotions": 50.0, "empathetic": 50.0}
+TINY_CFG = SFTConfig(max_steps=6, micro_batch=2, grad_accum=2, pass_steps=3, eval_rows=4, eval_batch=4,
+                     max_new_tokens=6, checkpoint_every=2, max_len=512, min_max_len=128, precision="fp32",
+                     device="cpu", max_train_examples=40, lr=1e-3, head_lr=1e-2)
+TINY_LORA = LoraSettings(r=4, alpha=8, dropout=0.1)
+
+
+def records_from(small_raw_root: Path, tmp: Path, nrc) -> tuple[list[dict], list[dict]]:
+    """Real rows of the small subset, converted with weak VAD and mixed 50:50."""
+    pools = []
+    for rel, fmt in (("goemotions/train.tsv", "goemotions"),
+                     ("empatheticdialogues/situation_level/train.csv", "empathetic-situations")):
+        out = tmp / f"{fmt}.jsonl"
+        convert_file(small_raw_root / rel, out, fmt, "train",
+                     ReadOptions(ed_labels=small_raw_root / "empatheticdialogues/labels.txt"), nrc, WeakVadConfig())
+        pools.append([r for r in read_jsonl(out) if r["vad"] is not None][:60])
+    return build_mixture(pools[0], pools[1], 50, 50, seed=1, dev_frac=0.1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(small_raw_root, nrc, tmp_path_factory):
+    """Inputs of a tiny SFT run: real records, a word-level tokenizer and a random 2-layer Llama, a verifier."""
+    tmp = tmp_path_factory.mktemp("tiny_sft")
+    train_rows, dev_rows = records_from(small_raw_root, tmp, nrc)
+    write_jsonl(tmp / "train.jsonl", train_rows)
+    write_jsonl(tmp / "dev.jsonl", dev_rows)
+    prompts = [build_prompt("x", ["y"], None), "assistant system user"]
+    tokenizer = word_tokenizer(vocabulary_texts(train_rows + dev_rows) + prompts, chat=True)
+    backbone = tmp / "backbone"
+    tokenizer.save_pretrained(backbone)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(backbone)
+    ids, _ = lexical_tokens(tokenizer, nrc)
+    verifier = AppraisalVerifier(ids, tokenizer_sha1(tokenizer))
+    torch.nn.init.normal_(verifier.net.weight, std=0.5)
+    verifier.save(tmp / "verifier.pt")
+    (tmp / "antonyms.tsv").write_text((small_raw_root / "antonyms/wordnet30_antonym_pairs.tsv").read_text())
+    return tmp
+
+
+def paths_for(tmp: Path, out: str) -> RunPaths:
+    return RunPaths(train=tmp / "train.jsonl", dev=tmp / "dev.jsonl", backbone=tmp / "backbone",
+                    verifier=tmp / "verifier.pt", antonyms=tmp / "antonyms.tsv", out=tmp / out,
+                    plots=tmp / out / "plots")
+
+
+def run_tiny(tmp: Path, out: str, nrc, cfg: SFTConfig = TINY_CFG, weights: LossWeights = LossWeights()) -> dict:
+    return train(cfg, weights, TINY_LORA, paths_for(tmp, out), MIX, nrc, out)
+
+
+def without_run(result: dict) -> dict:
+    return {k: v for k, v in result["metrics"].items() if k != "run"}
+
+
+def test_same_seed_gives_identical_weights_and_metrics(tiny_run, nrc):
+    a, b = run_tiny(tiny_run, "det_a", nrc), run_tiny(tiny_run, "det_b", nrc)
+    assert without_run(a) == without_run(b) and a["metrics"]["steps"] == 6
+    c = run_tiny(tiny_run, "det_c", nrc, replace(TINY_CFG, seed=12))
+    assert c["metrics"]["weights_sha1"] != a["metrics"]["weights_sha1"]
+    bundle = json.loads((tiny_run / "det_a/model/bundle.json").read_text())
+    assert bundle["weights_sha1"] == a["metrics"]["weights_sha1"] and bundle["prompt_version"]
+    assert {"git_commit", "environment", "tokenizer_sha1", "config", "loss"} <= set(bundle)
+    log = (tiny_run / "det_a/plots/train_log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    assert len(log) == 7 and {"loss_vad", "loss_app", "loss_flip", "lr", "grad_norm", "temperature", "entropy",
+                              "n_goemotions"} <= set(header)
+
+
+KILL_AT_CALL = 9     # step_losses calls: 2 per step, so the kill lands inside step 5, after the step-4 checkpoint
+CHILD = """
+import os, signal, sys, json
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from emoloom import train as t
+import test_train as h
+from emoloom.lexicon import load_lexicon
+calls = {{"n": 0}}
+real = t.step_losses
+def killing(*a, **k):
+    calls["n"] += 1
+    if calls["n"] == {kill}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+t.step_losses = killing
+h.run_tiny(Path({tmp!r}), "killed", load_lexicon("nrc_vad", Path({root!r})))
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tiny_run, nrc, raw_root):
+    child = CHILD.format(tests=str(REPO / "tests"), kill=KILL_AT_CALL, tmp=str(tiny_run), root=str(raw_root))
+    proc = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    saved = torch.load(tiny_run / "killed/checkpoint.pt", weights_only=False)
+    assert saved["state"]["step"] == 4
+    resumed = run_tiny(tiny_run, "killed", nrc)
+    uninterrupted = run_tiny(tiny_run, "uninterrupted", nrc)
+    assert without_run(resumed) == without_run(uninterrupted)
+    events = [d["event"] for d in json.loads("[" + ",".join(
+        (tiny_run / "killed/plots/decisions.jsonl").read_text().splitlines()) + "]")]
+    assert "resumed" in events
+
+
+def test_oom_heals_by_shorter_max_len_and_more_accumulation(tiny_run, nrc, monkeypatch):
+    real, calls = train_mod.step_losses, {"n": 0}
+
+    def oom_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "step_losses", oom_once)
+    result = run_tiny(tiny_run, "oom", nrc)
+    decisions = [json.loads(line) for line in (tiny_run / "oom/plots/decisions.jsonl").read_text().splitlines()]
+    heal = next(d for d in decisions if d["event"] == "oom_self_heal")
+    assert (heal["step"], heal["max_len"], heal["grad_accum"], heal["micro_batch"]) == (1, 384, 4, 1)
+    assert result["metrics"]["steps"] == 6 and result["metrics"]["oom_heals"] == 1
+    calls["n"] = 0          # the next run's third micro-batch fails again, but healing would go below the floor
+    with pytest.raises(RuntimeError, match="min_max_len=250"):
+        run_tiny(tiny_run, "oom_floor", nrc, replace(TINY_CFG, max_len=300, min_max_len=250))
+
+
+def test_gradients_flow_from_every_loss_term(tiny_run, nrc):
+    import random
+
+    from transformers import AutoTokenizer
+
+    from emoloom.flip import load_antonyms
+    from emoloom.sft_data import collate
+    from emoloom.token_lexicon import vocab_vad_table
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_run / "backbone")
+    model = train_mod.build_model(tiny_run / "backbone", TINY_CFG, TINY_LORA, torch.device("cpu"))
+    verifier = AppraisalVerifier.load(tiny_run / "verifier.pt", tokenizer).requires_grad_(False)
+    rows = list(read_jsonl(tiny_run / "train.jsonl"))
+    antonyms = load_antonyms(tiny_run / "antonyms.tsv", nrc)
+    examples = train_mod.build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0), antonyms, random.Random(0))
+    batch = collate([e for e in examples if e.flipped_prompt_ids][:2] + examples[:2], tokenizer.pad_token_id)
+    assert batch.flip_ids is not None
+    table, lexical = vocab_vad_table(tokenizer, nrc, len(tokenizer))
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
+    heads = list(model.heads.parameters())
+    for term in train_mod.LOSS_TERMS:
+        model.zero_grad(set_to_none=True)
+        terms, _ = train_mod.step_losses(model, batch, verifier, table, lexical)
+        assert torch.isfinite(terms[term]) and terms[term].item() > 0, term
+        terms[term].backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora), f"no LoRA gradient from {term}"
+        if term in ("cls", "reg", "flip"):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads), f"no head gradient from {term}"
+
+
+def test_bad_params_fail_before_compute(tiny_run, nrc):
+    with pytest.raises(ValueError, match="loss weights must be numbers >= 0"):
+        LossWeights(lambda_vad=-1.0)
+    with pytest.raises(ValueError, match="below the prompt"):
+        run_tiny(tiny_run, "short", nrc, replace(TINY_CFG, max_len=8))
+    with pytest.raises(FileNotFoundError, match="verifier input"):
+        train(TINY_CFG, LossWeights(), TINY_LORA, replace(paths_for(tiny_run, "x"), verifier=tiny_run / "nope.pt"),
+              MIX, nrc, "x")
+    with pytest.raises(ValueError, match="mixture sources"):
+        train(TINY_CFG, LossWeights(), TINY_LORA, paths_for(tiny_run, "y"), {"goemotions": 1, "dailydialog": 1},
+              nrc, "y")
+
+
+@pytest.mark.slow
+def test_a_few_real_sft_steps_on_smollm2_lower_the_loss(smollm2_dir, small_raw_root, nrc, tmp_path):
+    from transformers import AutoTokenizer
+
+    train_rows, _ = records_from(small_raw_root, tmp_path, nrc)
+    rows = train_rows[:4]                       # a tiny pool, seen again and again: the LM loss must drop
+    for rec in rows:
+        rec["source"] = "goemotions"
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "dev.jsonl", rows[:2])
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    ids, _ = lexical_tokens(tokenizer, nrc)
+    AppraisalVerifier(ids, tokenizer_sha1(tokenizer)).save(tmp_path / "verifier.pt")
+    (tmp_path / "antonyms.tsv").write_text((small_raw_root / "antonyms/wordnet30_antonym_pairs.tsv").read_text())
+    paths = replace(paths_for(tmp_path, "real"), backbone=smollm2_dir)
+    cfg = replace(TINY_CFG, max_steps=8, micro_batch=2, grad_accum=1, pass_steps=8, eval_rows=2, max_new_tokens=4,
+                  precision="auto", lr=2e-3, head_lr=1e-2, max_train_examples=4, ema_decay=0.0)
+    result = train(cfg, LossWeights(), LoraSettings(r=8, alpha=16, last_layers=2), paths, {"goemotions": 1.0}, nrc,
+                   "real")
+    log = (tmp_path / "real/plots/train_log.csv").read_text().splitlines()
+    col = log[0].split(",").index("loss_lm")
+    lm = [float(line.split(",")[col]) for line in log[1:]]
+    assert len(lm) == 8 and all(math.isfinite(x) for x in lm)
+    assert sum(lm[-2:]) / 2 < 0.9 * sum(lm[:2]) / 2, lm
+    assert (tmp_path / "real/model/trainable.safetensors").stat().st_size > 0 and result["metrics"]["steps"] == 8
