@@ -34,6 +34,23 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(summary(n, report), file=sys.stderr)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from emoloom.evaluate import EvalConfig, evaluate_file
+    from emoloom.io import write_json
+    from emoloom.lexicon import load_lexicon
+
+    cfg = EvalConfig(max_new_tokens=args.max_new_tokens, decode_mode=args.mode, batch_size=args.batch_size,
+                     max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,
+                     stream_seed=args.seed if args.time_budget_min else None, precision=args.precision)
+    lexicon = load_lexicon(args.lexicon, raw_root(args.raw_root or _default_root())) if args.train else None
+    metrics = evaluate_file(args.model, args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
+    write_json(args.out / "metrics.json", metrics)
+    gen, paper = metrics["generated"], metrics["generated"]["paper"]
+    print(f"{metrics['n_evaluated']}/{metrics['n_records']} rows: ParseOK {gen['parse_ok']}, macro-F1 "
+          f"{paper['labels']['macro_f1']} (strict {gen['strict']['labels']['macro_f1']}), 1-RMSE "
+          f"{paper['vad']['one_minus_rmse']} -> {args.out / 'metrics.json'}")
+
+
 def cmd_download(args: argparse.Namespace) -> None:
     from emoloom.download import download_goemotions
 
@@ -60,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--max-tokens", type=int, default=128, help="QC: longest text kept (default: 128)")
     conv.set_defaults(func=cmd_convert)
 
+    ev = sub.add_parser("evaluate", help="score a model bundle on a record JSONL (per-example outputs + metrics)")
+    ev.add_argument("model", type=Path, help="a bundle directory: data/sft/<run>/model")
+    ev.add_argument("data", type=Path, help="record JSONL (from the pipeline or `emoloom convert`)")
+    ev.add_argument("--out", type=Path, required=True, help="directory for outputs.jsonl and metrics.json")
+    ev.add_argument("--mode", default="exact", choices=["exact", "reference", "cached", "heads"],
+                    help="exact: protocol KV-off outputs, fast (default); reference: the plain KV-off loop; "
+                         "cached: KV on; heads: no decoding, labels and VAD from the heads")
+    ev.add_argument("--time-budget-min", type=float, help="quick mode: stop after this many minutes")
+    ev.add_argument("--seed", type=int, default=42, help="quick mode: seeded row order (default: 42)")
+    ev.add_argument("--max-rows", type=int, help="evaluate the first N rows only")
+    ev.add_argument("--max-new-tokens", type=int, default=64, help="decoding budget (default: 64)")
+    ev.add_argument("--batch-size", type=int, default=16, help="rows decoded together (default: 16)")
+    ev.add_argument("--max-len", type=int, default=1536, help="prompt + answer tokens (default: 1536)")
+    ev.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="default: fp32")
+    ev.add_argument("--train", type=Path, help="training JSONL: adds the baselines on the same rows")
+    ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines)")
+    ev.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
+    ev.set_defaults(func=cmd_evaluate)
+
     down = sub.add_parser("download", help="fetch GoEmotions from the Hugging Face hub into the raw layout "
                                            "(needs internet and `pip install datasets`)")
     down.add_argument("--raw-root", help="where to write (default: $EMOLOOM_RAW_ROOT, else data.raw_root)")
@@ -71,5 +107,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, MissingResourceError) as e:
+    except (DataError, MissingResourceError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")

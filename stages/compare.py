@@ -1,0 +1,28 @@
+"""DVC stage `compare`: the mixtures side by side (paper Tables 2-3, both evaluation ways, baselines, training).
+
+Usage: python stages/compare.py
+Reads, for every run of params mix.mixtures x sft.seeds: metrics/eval_dev/<run>.json, plots/sft/<run>/train_log.csv
+and metrics/sft/<run>.json (a missing one stops the stage with its name). Writes metrics/compare.json (DVC metric),
+metrics/compare.md (all three tables), metrics/compare.csv (dev table), metrics/compare_baselines.csv and
+metrics/compare_training.csv. docs/reporting.md describes every column.
+"""
+
+from emoloom.io import write_json, write_text
+from emoloom.params import load_params, load_section
+from emoloom.report import build_report, runs_from_params
+
+
+def main() -> None:
+    params = load_params()
+    mixtures, seeds = runs_from_params(params)
+    report = build_report(mixtures, seeds, int(load_section("report")["smooth_window"]))
+    write_json("metrics/compare.json", report.json())
+    write_text("metrics/compare.md", report.markdown())
+    write_text("metrics/compare.csv", report.dev.csv())
+    write_text("metrics/compare_baselines.csv", report.baselines.csv())
+    write_text("metrics/compare_training.csv", report.training.csv())
+    print(report.dev.markdown())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""DVC stage `eval_dev@<mixture>-<seed>`: full evaluation of one SFT run on its mixture's dev split.
+
+Usage: python stages/eval_dev.py 20_80 11
+Writes data/eval/<run>/outputs.jsonl (per-example, resumable) and metrics/eval_dev/<run>.json.
+"""
+
+import sys
+from pathlib import Path
+
+from emoloom.evaluate import EvalConfig, evaluate_file
+from emoloom.flip import load_antonyms
+from emoloom.io import write_json
+from emoloom.lexicon import load_lexicon
+from emoloom.params import load_params
+from emoloom.resources import raw_root, resource_path
+
+
+def main(mixture: str, seed: str) -> None:
+    params = load_params()
+    run = f"{mixture}-s{seed}"
+    root = raw_root(params["data"]["raw_root"])
+    lexicon = load_lexicon(params["weak_vad"]["lexicon"], root)
+    cfg = EvalConfig.from_params(params["eval"], max_rows=params["eval"]["dev_max_rows"])
+    metrics = evaluate_file(Path(f"data/sft/{run}/model"), Path(f"data/mix/{mixture}/dev.jsonl"),
+                            Path(f"data/eval/{run}"), cfg, train_path=Path(f"data/mix/{mixture}/train.jsonl"), lexicon=lexicon,
+                            antonyms=load_antonyms(resource_path(root, "antonyms"), lexicon), desc=f"eval_dev {run}")
+    write_json(f"metrics/eval_dev/{run}.json", {"run": run, "mixture": mixture, "seed": int(seed), **metrics})
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

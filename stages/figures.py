@@ -1,0 +1,29 @@
+"""DVC stage `figures`: the paper's Figures 3-6 per Appendix C (docs/reporting.md).
+
+Usage: python stages/figures.py
+Reads the same per-run files as `compare` (metrics/eval_dev/<run>.json, plots/sft/<run>/train_log.csv for params
+mix.mixtures x sft.seeds) and writes plots/figures/{dev_scores_bars,dev_scores_radar,loss_curves,lr_gradnorm}.png.
+"""
+
+from pathlib import Path
+
+from emoloom.figures import Style, write_all
+from emoloom.params import load_params, load_section
+from emoloom.report import check_inputs, dev_table, load_eval_runs, load_train_logs, runs_from_params
+
+OUT_DIR = Path("plots/figures")
+
+
+def main() -> None:
+    params = load_params()
+    mixtures, seeds = runs_from_params(params)
+    cfg = load_section("report")
+    style = Style(dpi=int(cfg["dpi"]), font_size=float(cfg["font_size"]), smooth_window=int(cfg["smooth_window"]))
+    check_inputs(mixtures, seeds, kinds=("eval", "train_log"))
+    dev = dev_table(load_eval_runs(mixtures, seeds), seeds)
+    for path in write_all(dev, load_train_logs(mixtures, seeds), OUT_DIR, style):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
