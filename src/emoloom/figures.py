@@ -239,3 +239,32 @@ def write_all(dev: Table, logs: Mapping[str, Mapping[int, Mapping[str, np.ndarra
     out_dir = Path(out_dir)
     return [dev_scores_bars(dev, out_dir / FIGURES[0], style), dev_scores_radar(dev, out_dir / FIGURES[1], style),
             loss_curves(logs, out_dir / FIGURES[2], style), lr_gradnorm(logs, out_dir / FIGURES[3], style)]
+
+
+SCREEN_AXES = (("macro_f1", "Macro-F1"), ("one_minus_rmse", "1-RMSE\n(VAD)"), ("rho_mean", "ρ VAD"),
+               ("quality", "Quality"), ("q_json_ok", "JSON ok"), ("q_struct_ok", "Struct ok"),
+               ("q_ratlen_ok", "Short\nrationale"))
+
+
+def screening_radar(panels: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path,
+                    style: Style = Style()) -> Path:
+    """Figure 2: one polar panel per screening way (title -> {model: Table 1 row}); axes fixed to [0, 1], RMSE shown
+    as 1 - RMSE so that higher is better everywhere; a way that has no quality scores (the probe) skips those axes."""
+    with matplotlib.rc_context(style.rc()):
+        fig = _figure(style, (5.0 * len(panels), 4.6))
+        for i, (title, rows) in enumerate(panels.items(), 1):
+            axes = [(k, lbl) for k, lbl in SCREEN_AXES if k == "one_minus_rmse" or all(k in r for r in rows.values())]
+            angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False)
+            ax = fig.add_subplot(1, len(panels), i, projection="polar")
+            ax.set_theta_offset(np.pi / 2)
+            ax.set_theta_direction(-1)
+            for j, (name, row) in enumerate(rows.items()):
+                values = [1.0 - row["rmse"] if k == "one_minus_rmse" else max(0.0, row[k]) for k, _ in axes]
+                ax.plot(np.append(angles, angles[0]), values + values[:1], color=OKABE_ITO[j % len(OKABE_ITO)],
+                        linestyle=LINESTYLES[j % len(LINESTYLES)], label=name)
+            ax.set_xticks(angles, [lbl for _, lbl in axes])
+            ax.set_ylim(0.0, 1.0)
+            ax.set_rgrids(np.linspace(0.2, 1.0, 5), fontsize=style.font_size - 2)
+            ax.set_title(title, pad=18)
+        ax.legend(loc="center left", bbox_to_anchor=(1.15, 0.5), frameon=False, title="Backbone")
+        return save(fig, path, style)

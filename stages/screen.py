@@ -1,0 +1,50 @@
+"""DVC stage `screen`: zero-shot and probe screening of the packaged candidate backbones under one budget.
+
+Writes metrics/screen.json, metrics/screen.md (Table 1, both ways) and plots/figures/screen_radar.png (Figure 2).
+A candidate whose package is not installed is listed as skipped, with the install command.
+"""
+
+from pathlib import Path
+
+from emoloom.backbones import load_backbone
+from emoloom.evaluate import EvalConfig
+from emoloom.figures import Style, screening_radar
+from emoloom.io import read_jsonl, write_json, write_text
+from emoloom.params import load_params
+from emoloom.screen import ProbeConfig, probe, rank, table_markdown, zero_shot
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params["screen"]
+    train = list(read_jsonl(Path(f"data/mix/{cfg['mixture']}/train.jsonl")))
+    dev = list(read_jsonl(Path(f"data/mix/{cfg['mixture']}/dev.jsonl")))
+    decode = EvalConfig.from_params(params["eval"], max_new_tokens=cfg["max_new_tokens"],
+                                    time_budget_min=cfg["time_budget_min"], stream_seed=cfg["stream_seed"])
+    probe_cfg = ProbeConfig(**cfg["probe"])
+    zero, probed, skipped = {}, {}, {}
+    for name in cfg["candidates"]:
+        source = params["backbone"]["out_dir"] if name == params["backbone"]["name"] else name
+        try:
+            lm, tokenizer = load_backbone(source)
+        except ModuleNotFoundError as err:        # an optional package that is not installed
+            skipped[name] = str(err)
+            print(f"screen: skipping {name}: {err}")
+            continue
+        zero[name] = zero_shot(lm, tokenizer, dev, decode)
+        probed[name] = probe(lm, tokenizer, train, dev[:cfg["probe_dev_rows"]], decode, probe_cfg)
+    if not zero:
+        raise SystemExit(f"screen: no candidate could be loaded ({skipped})")
+    zero, probed = rank(zero), rank(probed)
+    write_json("metrics/screen.json", {"zero_shot": zero, "probe": probed, "skipped": skipped,
+                                       "budget_min_per_candidate": cfg["time_budget_min"]})
+    write_text("metrics/screen.md", table_markdown("Zero-shot quick eval (contract prompt, greedy)", zero) + "\n"
+               + table_markdown(f"Probe: heads on frozen features ({probe_cfg.train_rows} rows, "
+                                f"{probe_cfg.epochs} steps)", probed)
+               + "".join(f"\nSkipped {n}: {why}\n" for n, why in skipped.items()))
+    screening_radar({"Zero-shot": zero, "Probe (frozen features)": probed}, "plots/figures/screen_radar.png",
+                    Style(**params["report"]))
+
+
+if __name__ == "__main__":
+    main()
