@@ -19,9 +19,9 @@ import torch
 from tqdm import tqdm
 
 from emoloom.contract import PROMPT_VERSION, ParseResult, parse_output
-from emoloom.labels import LABELS
 from emoloom.metrics import evaluate
 from emoloom.mixing import unit_hash
+from emoloom.model import heads_decisions
 from emoloom.sft_data import context_turns, encode_prompt, left_pad
 from emoloom.stamp import config_hash, environment_stamp, git_commit
 
@@ -98,15 +98,10 @@ def _decode(model, tokenizer, prompts: list[list[int]], cfg: EvalConfig):
 
 @torch.no_grad()
 def heads_predict(model, tokenizer, prompts: list[list[int]]) -> list[dict]:
-    """Heads mode: one forward over each prompt; labels with p >= 0.5 (else the top one), VAD from the VAD head."""
+    """Heads mode: one forward over each prompt, answers by `model.heads_decisions`."""
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     device = next(model.parameters()).device
-    label_logits, vad = model.predict_heads(ids.to(device), mask.to(device))
-    out = []
-    for p, v in zip(torch.sigmoid(label_logits.float()).cpu(), vad.float().cpu()):
-        chosen = [LABELS[k] for k in (p >= 0.5).nonzero().flatten().tolist()] or [LABELS[int(p.argmax())]]
-        out.append({"labels": chosen, "vad": {k: round(float(x), 4) for k, x in zip("vad", v)}})
-    return out
+    return heads_decisions(*model.predict_heads(ids.to(device), mask.to(device)))
 
 
 def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, fingerprint: dict,

@@ -57,6 +57,15 @@ class EmoModel(nn.Module):
         return label_logits, vad
 
 
+def heads_decisions(label_logits: torch.Tensor, vad: torch.Tensor) -> list[dict]:
+    """The heads mode's answers: labels with p >= 0.5 (the most likely one when none passes), VAD from the VAD head."""
+    out = []
+    for p, v in zip(torch.sigmoid(label_logits.float()).cpu(), vad.float().cpu()):
+        chosen = [LABELS[k] for k in (p >= 0.5).nonzero().flatten().tolist()] or [LABELS[int(p.argmax())]]
+        out.append({"labels": chosen, "vad": {k: round(float(x), 4) for k, x in zip("vad", v)}})
+    return out
+
+
 def add_lora(lm: nn.Module, settings: LoraSettings) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from emoloom.contract import ParseResult, parse_output
-from emoloom.evaluate import EvalConfig, fit_prompt, ordered
+from emoloom.evaluate import EvalConfig, as_result, fit_prompt, ordered
 from emoloom.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.metrics import evaluate, quality_scores, screening_scores
-from emoloom.model import EmoModel, Heads
-from emoloom.sft_data import left_pad
+from emoloom.model import Heads, heads_decisions, masked_mean
+from emoloom.sft_data import left_pad, position_ids
 
 
 @dataclass(frozen=True)
@@ -68,23 +68,19 @@ def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> dict:
 @torch.no_grad()
 def pooled_features(lm, tokenizer, records: list[dict], cfg: EvalConfig, batch_size: int) -> torch.Tensor:
     """Mean last-layer hidden state over each prompt (what the heads read), from the frozen backbone."""
-    model = EmoModel(lm, Heads(lm.config.hidden_size))
     feats = []
     for i in range(0, len(records), batch_size):
         prompts = [fit_prompt(r, tokenizer, cfg.max_len, 0) or [] for r in records[i:i + batch_size]]
         ids, mask = left_pad(prompts, tokenizer.pad_token_id or 0)
-        out = model.lm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
-                       logits_to_keep=1)
-        hidden = out.hidden_states[-1].float()
-        weights = mask.unsqueeze(-1).float()
-        feats.append((hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0))
+        out = lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=True,
+                 use_cache=False, logits_to_keep=1)
+        feats.append(masked_mean(out.hidden_states[-1].float(), mask))
     return torch.cat(feats)
 
 
 def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, probe_cfg: ProbeConfig) -> dict:
     """Fit the heads on frozen features of `train` for a fixed number of steps; score them on `dev`."""
     from emoloom.losses import cls_loss, reg_loss
-    from emoloom.train import heads_to_predictions
 
     start = time.perf_counter()
     train = random.Random(probe_cfg.seed).sample(train, min(probe_cfg.train_rows, len(train)))
@@ -106,7 +102,8 @@ def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, pr
         opt.step()
     with torch.no_grad():
         label_logits, vad = heads((x_dev - mean) / std)
-    summary = candidate_summary(evaluate(dev, heads_to_predictions(label_logits, vad)), None)
+    answers = [as_result(h, True, None) for h in heads_decisions(label_logits, vad)]
+    summary = candidate_summary(evaluate(dev, answers), None)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     return summary
 

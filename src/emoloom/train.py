@@ -35,7 +35,8 @@ from emoloom.flip import flip_text
 from emoloom.io import atomic_dir, atomic_path, sha1_file, write_json, write_text
 from emoloom.labels import LABELS
 from emoloom.metrics import composite_s, evaluate
-from emoloom.model import EmoModel, Heads, LoraSettings, add_lora
+from emoloom.evaluate import as_result
+from emoloom.model import EmoModel, Heads, LoraSettings, add_lora, heads_decisions
 from emoloom.sampler import MixtureSampler
 from emoloom.sft_data import Example, SourceStream, collate, encode
 from emoloom.stamp import config_hash, environment_stamp, git_commit
@@ -228,7 +229,7 @@ def dev_evaluation(model: EmoModel, tokenizer, dev: list[dict], dev_examples: li
         results += [parse_output(g.text) for g in gens]
         batch = collate(chunk, tokenizer.pad_token_id).to(device)
         _, label_logits, vad = model(batch.input_ids, batch.attention_mask, batch.prompt_mask)
-        heads_pred += heads_to_predictions(label_logits, vad)
+        heads_pred += [as_result(h, True, None) for h in heads_decisions(label_logits, vad)]
     model.train()
     scored = evaluate(dev, results)
     heads = evaluate(dev, heads_pred)
@@ -239,18 +240,6 @@ def dev_evaluation(model: EmoModel, tokenizer, dev: list[dict], dev_examples: li
             "strict_macro_f1": scored["strict"]["labels"]["macro_f1"],
             "heads_macro_f1": heads["paper"]["labels"]["macro_f1"], "heads_rmse": heads["paper"]["vad"]["rmse"],
             "failures": scored["failures"]}
-
-
-def heads_to_predictions(label_logits: torch.Tensor, vad: torch.Tensor):
-    """Heads mode: labels with p >= 0.5 (the single most likely one when none passes) and the VAD head."""
-    from emoloom.contract import ParseResult
-
-    probs = torch.sigmoid(label_logits.float()).cpu()
-    out = []
-    for p, v in zip(probs, vad.float().cpu()):
-        chosen = [LABELS[k] for k in (p >= 0.5).nonzero().flatten().tolist()] or [LABELS[int(p.argmax())]]
-        out.append(ParseResult(True, chosen, {"v": float(v[0]), "a": float(v[1]), "d": float(v[2])}, None))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ state helpers
