@@ -22,7 +22,7 @@ from emoloom.contract import PROMPT_VERSION, ParseResult, parse_output
 from emoloom.metrics import evaluate
 from emoloom.mixing import unit_hash
 from emoloom.model import heads_decisions
-from emoloom.sft_data import context_turns, encode_prompt, left_pad
+from emoloom.sft_data import context_turns, encode_prompt
 from emoloom.stamp import config_hash, environment_stamp, git_commit
 
 
@@ -90,23 +90,31 @@ def _read_done(path: Path, fingerprint: dict) -> list[dict]:
     return done
 
 
-def _decode(model, tokenizer, prompts: list[list[int]], cfg: EvalConfig):
-    from emoloom.decoding import greedy_decode
+def decode_rows(lm, tokenizer, prompts: list[list[int]], cfg: EvalConfig):
+    """(generations, DecodeStats) under the protocol; exact mode's certification bound follows the precision."""
+    from emoloom.decoding import DEFAULT_BOUNDS, decode
 
-    return greedy_decode(model.lm, tokenizer, prompts, cfg.max_new_tokens, use_cache=cfg.decode_mode != "reference")
+    bound = DEFAULT_BOUNDS[torch.bfloat16] if cfg.precision == "bf16" and cfg.decode_mode == "exact" else None
+    return decode(lm, tokenizer, prompts, cfg.max_new_tokens, mode=cfg.decode_mode, batch_size=cfg.batch_size,
+                  bound=bound)
+
+
+def _decode(model, tokenizer, prompts: list[list[int]], cfg: EvalConfig):
+    return decode_rows(model.lm, tokenizer, prompts, cfg)
 
 
 @torch.no_grad()
-def heads_predict(model, tokenizer, prompts: list[list[int]]) -> list[dict]:
-    """Heads mode: one forward over each prompt, answers by `model.heads_decisions`."""
-    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
-    device = next(model.parameters()).device
-    return heads_decisions(*model.predict_heads(ids.to(device), mask.to(device)))
+def heads_predict(model, tokenizer, prompts: list[list[int]], batch_size: int = 16) -> list[dict]:
+    """Heads mode: one forward per prompt (the shared system prompt run once), answers by `heads_decisions`."""
+    from emoloom.decoding import heads_mode
+
+    return heads_decisions(*heads_mode(model, tokenizer, prompts, batch_size))
 
 
 def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, fingerprint: dict,
-        desc: str = "eval") -> list[dict]:
-    """Decode (unless heads mode) and parse every row, appending per-example outputs to out_path; resumable."""
+        desc: str = "eval") -> tuple[list[dict], dict]:
+    """Decode (unless heads mode) and parse every row, appending per-example outputs to out_path; resumable.
+    Returns the rows and the decoding statistics of this run (certified tokens, reference steps, mismatches...)."""
     rows = ordered(records, cfg)
     done = _read_done(out_path, fingerprint)
     done_ids = {d["id"] for d in done}
@@ -119,15 +127,18 @@ def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, 
     start = time.perf_counter()
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else None
     bar = tqdm(total=len(rows), initial=len(done), desc=desc, unit=" rows")
+    decode_stats: dict = {}
     with open(out_path, "a", encoding="utf-8") as f:
         for i in range(0, len(todo), cfg.batch_size):
             chunk = todo[i:i + cfg.batch_size]
             prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens) for r in chunk]
             live = [j for j, p in enumerate(prompts) if p is not None]
             with amp if amp else nullcontext():
-                heads = heads_predict(model, tokenizer, [prompts[j] for j in live]) if live else []
-                gens = _decode(model, tokenizer, [prompts[j] for j in live], cfg) \
-                    if live and cfg.decode_mode != "heads" else []
+                heads = heads_predict(model, tokenizer, [prompts[j] for j in live], cfg.batch_size) if live else []
+                gens = []
+                if live and cfg.decode_mode != "heads":
+                    gens, stats = _decode(model, tokenizer, [prompts[j] for j in live], cfg)
+                    _accumulate(decode_stats, stats.as_dict())
             by_row = {j: (heads[k], gens[k] if gens else None) for k, j in enumerate(live)}
             for j, rec in enumerate(chunk):
                 done.append(_example_row(rec, *by_row.get(j, (None, None)), cfg.decode_mode == "heads"))
@@ -139,7 +150,18 @@ def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, 
             if budget_s is not None and time.perf_counter() - start >= budget_s:
                 break                  # quick mode: the budget is spent (checked after a batch: at least one runs)
     bar.close()
-    return done
+    return done, decode_stats
+
+
+def _accumulate(total: dict, stats: dict) -> None:
+    for key, value in stats.items():
+        if key == "min_certified_margin":
+            margins = [m for m in (total.get(key), value) if m is not None]
+            total[key] = min(margins) if margins else None
+        elif isinstance(value, (int, float)) and key != "bound":
+            total[key] = round(total.get(key, 0) + value, 4)
+        else:
+            total[key] = value
 
 
 def _example_row(rec: dict, heads: dict | None, gen, heads_only: bool) -> dict:
@@ -249,13 +271,15 @@ def evaluate_file(bundle_dir: Path, data_path: Path, out_dir: Path, cfg: EvalCon
     for warning in prov["environment_warnings"]:
         print(f"warning: {warning}")
     start = time.perf_counter()
-    rows = run(model, tokenizer, records, cfg, out_dir / "outputs.jsonl", {"config_hash": prov["config_hash"]}, desc)
+    rows, decode_stats = run(model, tokenizer, records, cfg, out_dir / "outputs.jsonl",
+                             {"config_hash": prov["config_hash"]}, desc)
     seconds = time.perf_counter() - start
     by_id = {r["id"]: r for r in records}
     evaluated = [by_id[d["id"]] for d in rows]
     metrics = {"model": str(bundle_dir), "data": str(data_path), "n_records": len(records), "n_evaluated": len(rows),
-               **score(evaluated, rows, ekman_mapping), "provenance": prov,
-               "speed": {"seconds_this_run": round(seconds, 1)}}
+               **score(evaluated, rows, ekman_mapping), "provenance": prov, "decode": decode_stats,
+               "speed": {"seconds_this_run": round(seconds, 1),
+                         "rows_per_s_this_run": round(decode_stats.get("rows", 0) / max(seconds, 1e-9), 3)}}
     if train_path is not None and lexicon is not None:
         metrics["baselines"] = baseline_report(list(read_jsonl(train_path)), evaluated, lexicon,
                                                ekman_mapping=ekman_mapping)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from emoloom.contract import ParseResult, parse_output
-from emoloom.evaluate import EvalConfig, as_result, fit_prompt, ordered
+from emoloom.evaluate import EvalConfig, as_result, decode_rows, fit_prompt, ordered
 from emoloom.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.metrics import evaluate, quality_scores, screening_scores
 from emoloom.model import Heads, heads_decisions, masked_mean
@@ -45,15 +45,13 @@ def candidate_summary(scored: dict, results: list[ParseResult] | None) -> dict:
 
 def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> dict:
     """Decode the contract prompt on rows in seeded order until the budget is spent; score the answers."""
-    from emoloom.decoding import greedy_decode
-
     rows, results, start = ordered(records, cfg), [], time.perf_counter()
     scored_rows = []
     for i in range(0, len(rows), cfg.batch_size):
         chunk = rows[i:i + cfg.batch_size]
         prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens) for r in chunk]
         live = [p for p in prompts if p is not None]
-        gens = iter(greedy_decode(lm, tokenizer, live, cfg.max_new_tokens, use_cache=cfg.decode_mode != "reference"))
+        gens = iter(decode_rows(lm, tokenizer, live, cfg)[0])
         for p in prompts:
             results.append(parse_output(next(gens).text) if p is not None
                            else ParseResult(False, failure="input_overflow"))
