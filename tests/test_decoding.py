@@ -173,3 +173,27 @@ def test_bad_arguments_are_refused(smollm):
         decode(lm, tokenizer, [[1, 2]], 4, mode="kv-off")
     with pytest.raises(ValueError, match="bound"):
         decode(lm, tokenizer, [[1, 2]], 4, mode="exact", bound=0.0)
+
+
+def test_default_bound_follows_the_dtype_and_autocast():
+    """Autocast rounds like its dtype, so exact mode must pick that dtype's bound (tiny random Llama: wiring only)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    class Tok:
+        eos_token_id = pad_token_id = 0
+
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)).eval()
+    rows = [[1, 2, 3, 4], [5, 6]]
+    ref, _ = decode(lm, Tok(), rows, 4, mode="reference")
+    gens, stats = decode(lm, Tok(), rows, 4)
+    assert stats.bound == DEFAULT_BOUNDS[torch.float32]
+    assert [g.token_ids for g in gens] == [g.token_ids for g in ref]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert decode(lm, Tok(), rows, 4)[1].bound == DEFAULT_BOUNDS[torch.bfloat16]
+    with pytest.raises(ValueError, match="no measured certification bound"):
+        decode(lm.to(torch.float16), Tok(), rows, 4)

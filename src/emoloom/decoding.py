@@ -265,7 +265,8 @@ def decode(lm, tokenizer, prompts: list[list[int]], max_new_tokens: int, mode: s
 
     mode "reference" is the protocol loop (batch 1, KV off); "exact" returns the reference's outputs token for token
     at cached speed (see the module docstring); "cached" is batched KV-cached decoding without the check.
-    `bound` is exact mode's certification margin (default: DEFAULT_BOUNDS for the model's dtype).
+    `bound` is exact mode's certification margin (default: DEFAULT_BOUNDS for the model's dtype, or the autocast
+    dtype when autocast is on).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -273,6 +274,9 @@ def decode(lm, tokenizer, prompts: list[list[int]], max_new_tokens: int, mode: s
     if mode == "exact":
         if bound is None:
             dtype = next(lm.parameters()).dtype
+            device_type = torch.device(lm.device).type
+            if torch.is_autocast_enabled(device_type):          # autocast rounds like its dtype, not the weights'
+                dtype = torch.get_autocast_dtype(device_type)
             if dtype not in DEFAULT_BOUNDS:
                 raise ValueError(f"no measured certification bound for {dtype}: pass bound= (measure_logit_gap)")
             bound = DEFAULT_BOUNDS[dtype]
