@@ -14,6 +14,7 @@ max_len by 128 and doubles grad_accum (halving the micro-batch), then retries th
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from emoloom import losses
@@ -32,7 +33,7 @@ from emoloom.appraisal import AppraisalVerifier, prototype_targets
 from emoloom.contract import PROMPT_VERSION, parse_output
 from emoloom.decoding import greedy_decode
 from emoloom.flip import flip_text
-from emoloom.io import atomic_dir, atomic_path, sha1_file, write_json, write_text
+from emoloom.io import atomic_dir, atomic_path, read_json, sha1_file, write_json, write_text
 from emoloom.labels import LABELS
 from emoloom.metrics import composite_s, evaluate
 from emoloom.evaluate import as_result
@@ -277,7 +278,6 @@ def write_logs(plots: Path, history: dict) -> None:
             cols = list(rows[0])
             write_text(plots / f"{name}_log.csv", "\n".join([",".join(cols)] + [
                 ",".join(_cell(r.get(c)) for c in cols) for r in rows]) + "\n")
-    import json
     write_text(plots / "decisions.jsonl", "".join(json.dumps(d) + "\n" for d in history["decisions"]))
 
 
@@ -516,5 +516,4 @@ def finish(state, cfg, weights, lora, model, trainable, paths, run_name, mixture
 
 
 def _read_json_or_none(path: Path):
-    from emoloom.io import read_json
     return read_json(path) if path.exists() else None
