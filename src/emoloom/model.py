@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from emoloom.labels import LABELS, NUM_LABELS
-from emoloom.sft_data import position_ids
+from emoloom.sft_data import left_pad, position_ids
 
 
 @dataclass
@@ -24,18 +24,46 @@ class LoraSettings:
 
 
 class Heads(nn.Module):
+    """Label and VAD heads on pooled hidden states, read as z-scores / sqrt(hidden) (train-set statistics held in
+    buffers), so a head's logit scale neither depends on the backbone's raw activation scale nor grows with its width.
+    `init_from_data` sets those statistics and starts both biases at the training priors (docs/training.md)."""
+
     def __init__(self, hidden: int, num_labels: int = NUM_LABELS):
         super().__init__()
         self.labels = nn.Linear(hidden, num_labels)
         self.vad = nn.Linear(hidden, 3)
+        self.register_buffer("feature_mean", torch.zeros(hidden))
+        self.register_buffer("feature_scale", torch.full((hidden,), float(hidden) ** 0.5))
+
+    @torch.no_grad()
+    def init_from_data(self, features: torch.Tensor, labels: torch.Tensor, vad: torch.Tensor) -> None:
+        """Standardise with `features` (N, hidden); biases = logits of the label rates (N, K) and mean VAD (N, 3)."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_scale.copy_(features.std(0).clamp_min(1e-6) * features.size(1) ** 0.5)
+        self.labels.bias.copy_(torch.logit(labels.float().mean(0).clamp(1e-3, 1 - 1e-3)))
+        self.vad.bias.copy_(torch.logit(vad.float().mean(0).clamp(1e-3, 1 - 1e-3)))
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.labels(pooled), torch.sigmoid(self.vad(pooled))
+        x = (pooled - self.feature_mean) / self.feature_scale
+        return self.labels(x), torch.sigmoid(self.vad(x))
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+@torch.no_grad()
+def prompt_features(lm: nn.Module, prompts: list[list[int]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
+    """(N, hidden) fp32: each prompt's mean last-layer hidden state (what the heads read), `lm` as it is now."""
+    feats = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask = left_pad(prompts[i:i + batch_size], pad_id)
+        out = lm(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                 position_ids=position_ids(mask).to(lm.device), output_hidden_states=True, use_cache=False,
+                 logits_to_keep=1)
+        feats.append(masked_mean(out.hidden_states[-1].float(), mask.to(lm.device)).cpu())
+    return torch.cat(feats)
 
 
 class EmoModel(nn.Module):
@@ -100,9 +128,12 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", dtyp
         lm = add_lora(lm, settings)
     model = EmoModel(lm, Heads(lm.config.hidden_size))
     weights = load_file(str(bundle_dir / "trainable.safetensors"))
-    missing = set(weights) - {n for n, _ in model.named_parameters()}
-    if missing:
-        raise ValueError(f"{bundle_dir}: weights for unknown parameters {sorted(missing)[:3]}")
+    unknown = set(weights) - {n for n, _ in model.named_parameters()} - {n for n, _ in model.named_buffers()}
+    if unknown:
+        raise ValueError(f"{bundle_dir}: weights for unknown parameters {sorted(unknown)[:3]}")
+    if not {"heads.feature_mean", "heads.feature_scale"} <= set(weights):
+        raise ValueError(f"{bundle_dir}: the heads' feature statistics are missing (a bundle from before standardised "
+                         f"heads); retrain it with `dvc repro sft`")
     model.load_state_dict(weights, strict=False)
     tokenizer = AutoTokenizer.from_pretrained(info["backbone"])
     return model.to(device=device, dtype=dtype).eval(), tokenizer, info

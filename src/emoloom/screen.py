@@ -19,15 +19,14 @@ from emoloom.contract import ParseResult, parse_output
 from emoloom.evaluate import EvalConfig, as_result, decode_rows, fit_prompt, ordered
 from emoloom.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.metrics import evaluate, quality_scores, screening_scores
-from emoloom.model import Heads, heads_decisions, masked_mean
-from emoloom.sft_data import left_pad, position_ids
+from emoloom.model import Heads, heads_decisions, prompt_features
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     train_rows: int = 400         # training rows whose frozen features the heads are fitted on
     epochs: int = 30              # full-batch Adam steps over those features
-    lr: float = 0.01
+    lr: float = 0.03
     batch_size: int = 16          # rows per feature forward
     seed: int = 0
 
@@ -63,17 +62,10 @@ def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> dict:
     return summary
 
 
-@torch.no_grad()
 def pooled_features(lm, tokenizer, records: list[dict], cfg: EvalConfig, batch_size: int) -> torch.Tensor:
     """Mean last-layer hidden state over each prompt (what the heads read), from the frozen backbone."""
-    feats = []
-    for i in range(0, len(records), batch_size):
-        prompts = [fit_prompt(r, tokenizer, cfg.max_len, 0) or [] for r in records[i:i + batch_size]]
-        ids, mask = left_pad(prompts, tokenizer.pad_token_id or 0)
-        out = lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=True,
-                 use_cache=False, logits_to_keep=1)
-        feats.append(masked_mean(out.hidden_states[-1].float(), mask))
-    return torch.cat(feats)
+    prompts = [fit_prompt(r, tokenizer, cfg.max_len, 0) or [] for r in records]
+    return prompt_features(lm, prompts, tokenizer.pad_token_id or 0, batch_size)
 
 
 def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, probe_cfg: ProbeConfig) -> dict:
@@ -84,22 +76,22 @@ def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, pr
     train = random.Random(probe_cfg.seed).sample(train, min(probe_cfg.train_rows, len(train)))
     x_train = pooled_features(lm, tokenizer, train, cfg, probe_cfg.batch_size)
     x_dev = pooled_features(lm, tokenizer, dev, cfg, probe_cfg.batch_size)
-    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
     y = torch.zeros(len(train), NUM_LABELS)
     for i, rec in enumerate(train):
         y[i, [LABEL_INDEX[k] for k in rec["labels"]]] = 1.0
     v = torch.tensor([[rec["vad"][k] for k in "vad"] for rec in train])
     torch.manual_seed(probe_cfg.seed)
     heads = Heads(x_train.size(1))
+    heads.init_from_data(x_train, y, v)
     opt = torch.optim.Adam(heads.parameters(), lr=probe_cfg.lr)
     for _ in range(probe_cfg.epochs):
-        label_logits, vad = heads((x_train - mean) / std)
+        label_logits, vad = heads(x_train)
         loss = cls_loss(label_logits, y) + reg_loss(vad, v)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        label_logits, vad = heads((x_dev - mean) / std)
+        label_logits, vad = heads(x_dev)
     answers = [as_result(h, True, None) for h in heads_decisions(label_logits, vad)]
     summary = candidate_summary(evaluate(dev, answers), None)
     summary["seconds"] = round(time.perf_counter() - start, 1)

@@ -37,7 +37,7 @@ from emoloom.io import atomic_dir, atomic_path, read_json, sha1_file, write_json
 from emoloom.labels import LABELS
 from emoloom.metrics import composite_s, evaluate
 from emoloom.evaluate import as_result
-from emoloom.model import EmoModel, Heads, LoraSettings, add_lora, heads_decisions
+from emoloom.model import EmoModel, Heads, LoraSettings, add_lora, heads_decisions, prompt_features
 from emoloom.sampler import MixtureSampler
 from emoloom.sft_data import Example, SourceStream, collate, encode
 from emoloom.stamp import config_hash, environment_stamp, git_commit
@@ -68,7 +68,9 @@ class SFTConfig:
     micro_batch: int = field(default=4, metadata={"help": "examples per forward pass"})
     grad_accum: int = field(default=2, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate of the LM parameters (LoRA or full)"})
-    head_lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the label and VAD heads"})
+    head_lr: float = field(default=1e-2, metadata={"help": "peak learning rate of the label and VAD heads"})
+    head_init_rows: int = field(default=128, metadata={"help": "training prompts whose frozen features set the "
+                                                               "heads' standardisation and prior biases"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with linear warmup before cosine"})
@@ -177,6 +179,15 @@ def build_model(backbone: Path, cfg: SFTConfig, lora: LoraSettings, device: torc
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return EmoModel(lm, Heads(lm.config.hidden_size)).to(device)
+
+
+def init_heads(model: EmoModel, examples: list[Example], cfg: SFTConfig, pad_id: int) -> None:
+    """Standardise the heads' input and set their prior biases from a seeded sample of training prompts."""
+    sample = random.Random(cfg.seed).sample(examples, min(cfg.head_init_rows, len(examples)))
+    model.eval()
+    features = prompt_features(model.lm, [ex.prompt_ids for ex in sample], pad_id, cfg.eval_batch)
+    model.heads.init_from_data(features.to(model.heads.feature_mean.device), torch.tensor([ex.labels for ex in sample]),
+                               torch.tensor([ex.vad for ex in sample]))
 
 
 def build_examples(records: list[dict], tokenizer, cfg: SFTConfig, antonyms: dict[str, str],
@@ -329,6 +340,7 @@ def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPa
     token_vad, token_lexical = (t.to(device) for t in vocab_vad_table(tokenizer, lexicon, len(tokenizer)))
 
     model = build_model(paths.backbone, cfg, lora, device)
+    init_heads(model, [ex for s in sorted(examples) for ex in examples[s]], cfg, tokenizer.pad_token_id or 0)
     model.train()
     heads = [p for p in model.heads.parameters()]
     lm_params = [p for p in model.lm.parameters() if p.requires_grad]
@@ -488,7 +500,8 @@ def end_of_pass(state, cfg, model, tokenizer, dev, dev_examples, device, amp, sa
 def finish(state, cfg, weights, lora, model, trainable, paths, run_name, mixture, tokenizer, state_hash,
            eval_weights) -> dict:
     """Export the bundle (best weights, else the last evaluated ones) and return the run's metrics."""
-    chosen = state["best"]["weights"] if state["best"] else eval_weights()
+    chosen = {**(state["best"]["weights"] if state["best"] else eval_weights()),
+              **{f"heads.{n}": b.detach().cpu() for n, b in model.heads.named_buffers()}}
     bundle = paths.out / "model"
     with atomic_dir(bundle) as tmp:
         save_file({n: t.contiguous() for n, t in sorted(chosen.items())}, str(tmp / "trainable.safetensors"))
