@@ -25,10 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+from emoloom.core.tables import markdown_table  # noqa: E402  (after the path insert)
 
 DECODE_MODES = ("reference", "exact", "cached")
 
@@ -39,7 +41,7 @@ def _load(task):
     """(lm, tokenizer, EmoModel) in the task's dtype; heads stay fp32 (they read the fp32 pooled state)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from emoloom.model import EmoModel, Heads, load_bundle
+    from emoloom.modeling.model import EmoModel, Heads, load_bundle
 
     dtype = getattr(torch, task["dtype"])
     if task["bundle"]:
@@ -74,15 +76,15 @@ def _rss_mib(field: str) -> float:
 
 @torch.no_grad()
 def _heads(model, tokenizer, prompts, batch_size, share_prefix):
-    from emoloom.decoding import _buckets, heads_mode
-    from emoloom.labels import LABELS
-    from emoloom.sft_data import left_pad
+    from emoloom.core.labels import LABELS
+    from emoloom.evaluation.heads import heads_mode
+    from emoloom.modeling.batching import left_pad, length_buckets
 
     if share_prefix:
         label_logits, vad = heads_mode(model, tokenizer, prompts, batch_size)
     else:                                                   # EmoModel.predict_heads as it stands, batched by length
         label_logits, vad = torch.empty(len(prompts), model.heads.labels.out_features), torch.empty(len(prompts), 3)
-        for rows in _buckets(prompts, batch_size):
+        for rows in length_buckets(prompts, batch_size):
             ids, mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
             logits, v = model.predict_heads(ids, mask)
             label_logits[rows], vad[rows] = logits.float(), v.float()
@@ -96,8 +98,9 @@ def _heads(model, tokenizer, prompts, batch_size, share_prefix):
 
 def run_task(task) -> dict:
     torch.set_num_threads(task["threads"])
-    from emoloom.contract import parse_output
-    from emoloom.decoding import decode, measure_logit_gap
+    from emoloom.core.contract import parse_output
+    from emoloom.evaluation.calibration import measure_logit_gap
+    from emoloom.evaluation.decoding import decode
 
     lm, tokenizer, model = _load(task)
     prompts = task["prompts"]
@@ -140,7 +143,7 @@ def in_fresh_process(task) -> dict:
 def load_prompts(args):
     from transformers import AutoTokenizer
 
-    from emoloom.sft_data import context_turns, encode_prompt
+    from emoloom.core.contract import context_turns, encode_prompt
 
     backbone = args.backbone
     if args.bundle:
@@ -183,16 +186,16 @@ def report(dtype, res, bundle) -> list[str]:
     ref = res["reference"]
     n_ref = ref["rows"]
     ref_sps = n_ref / ref["seconds"]
-    lines = [f"\n### {dtype}\n",
-             "| mode | rows | samples/s | tokens/s | speed-up vs reference | peak RSS MiB (RSS at start) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for mode in MODES:
         r = res[mode]
         sps = r["rows"] / r["seconds"]
         tps = f"{r['stats']['steps'] / r['seconds']:.2f} new" if "stats" in r else \
             f"{r['tokens_in'] / r['seconds']:.0f} prompt"
-        lines.append(f"| {LABEL[mode]} | {r['rows']} | {sps:.4f} | {tps} | {sps / ref_sps:.1f}x | "
-                     f"{r['peak_rss_mib']:.0f} ({r['loaded_rss_mib']:.0f}) |")
+        rows.append({"mode": LABEL[mode], "rows": r["rows"], "samples/s": f"{sps:.4f}", "tokens/s": tps,
+                     "speed-up vs reference": f"{sps / ref_sps:.1f}x",
+                     "peak RSS MiB (RSS at start)": f"{r['peak_rss_mib']:.0f} ({r['loaded_rss_mib']:.0f})"})
+    lines = [f"\n### {dtype}\n", markdown_table(pd.DataFrame(rows), "lrrrrr").rstrip("\n")]
     s = res["exact"]["stats"]
     n_exact = res["exact"]["rows"]
     lines += ["",
@@ -228,7 +231,7 @@ def report(dtype, res, bundle) -> list[str]:
 
 
 def calibrate(args, prompts, backbone):
-    from emoloom.decoding import DEFAULT_BOUNDS
+    from emoloom.evaluation.decoding import DEFAULT_BOUNDS
 
     for dtype in args.dtypes:
         task = {"dtype": dtype, "mode": "calibrate", "threads": args.threads, "backbone": backbone,

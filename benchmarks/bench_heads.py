@@ -20,13 +20,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from emoloom.evaluate import EvalConfig, as_result  # noqa: E402
-from emoloom.io import read_jsonl  # noqa: E402
-from emoloom.labels import LABEL_INDEX, NUM_LABELS  # noqa: E402
-from emoloom.losses import cls_loss, reg_loss  # noqa: E402
-from emoloom.metrics import evaluate  # noqa: E402
-from emoloom.model import Heads, heads_decisions  # noqa: E402
-from emoloom.screen import pooled_features  # noqa: E402
+from emoloom.core.io import read_jsonl  # noqa: E402
+from emoloom.core.labels import LABEL_INDEX, NUM_LABELS  # noqa: E402
+from emoloom.evaluation.metrics import evaluate  # noqa: E402
+from emoloom.evaluation.runner import EvalConfig, as_result  # noqa: E402
+from emoloom.evaluation.screening import pooled_features  # noqa: E402
+from emoloom.modeling.losses import cls_loss, reg_loss  # noqa: E402
+from emoloom.modeling.model import Heads, heads_decisions  # noqa: E402
 
 
 def targets(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:

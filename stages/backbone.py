@@ -3,9 +3,9 @@
 Writes the directory (with its backbone.json) and metrics/backbone.json with the same facts.
 """
 
-from emoloom.backbones import convert_backbone
-from emoloom.io import write_json
-from emoloom.params import load_section
+from emoloom.core.io import write_json
+from emoloom.core.params import load_section
+from emoloom.modeling.backbones import convert_backbone
 
 METRICS = "metrics/backbone.json"
 

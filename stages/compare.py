@@ -7,9 +7,10 @@ metrics/compare.md (all three tables), metrics/compare.csv (dev table), metrics/
 metrics/compare_training.csv. docs/reporting.md describes every column.
 """
 
-from emoloom.io import write_json, write_text
-from emoloom.params import load_params, load_section
-from emoloom.report import build_report, runs_from_params
+from emoloom.core.io import write_json, write_text
+from emoloom.core.params import load_params, load_section
+from emoloom.reporting.compare import build_report
+from emoloom.reporting.runs import runs_from_params
 
 
 def main() -> None:

@@ -7,11 +7,11 @@ Writes data/eval/dd_quick/outputs.jsonl and metrics/eval_dd_quick.json.
 import json
 from pathlib import Path
 
-from emoloom.evaluate import EvalConfig, evaluate_file
-from emoloom.io import write_json
-from emoloom.lexicon import load_lexicon
-from emoloom.params import load_params
-from emoloom.resources import raw_root, resource_path
+from emoloom.core.io import write_json
+from emoloom.core.params import load_params
+from emoloom.core.resources import raw_root, resource_path
+from emoloom.data.lexicon import load_lexicon
+from emoloom.evaluation.runner import EvalConfig, evaluate_file
 
 PROBE = Path("data/weak/dailydialog/dev_dailydialog_weak.jsonl")
 

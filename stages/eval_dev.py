@@ -7,12 +7,12 @@ Writes data/eval/<run>/outputs.jsonl (per-example, resumable) and metrics/eval_d
 import sys
 from pathlib import Path
 
-from emoloom.evaluate import EvalConfig, evaluate_file
-from emoloom.flip import load_antonyms
-from emoloom.io import write_json
-from emoloom.lexicon import load_lexicon
-from emoloom.params import load_params
-from emoloom.resources import raw_root, resource_path
+from emoloom.core.io import write_json
+from emoloom.core.params import load_params
+from emoloom.core.resources import raw_root, resource_path
+from emoloom.data.flip import load_antonyms
+from emoloom.data.lexicon import load_lexicon
+from emoloom.evaluation.runner import EvalConfig, evaluate_file
 
 
 def main(mixture: str, seed: str) -> None:

@@ -7,9 +7,10 @@ mix.mixtures x sft.seeds) and writes plots/figures/{dev_scores_bars,dev_scores_r
 
 from pathlib import Path
 
-from emoloom.figures import Style, write_all
-from emoloom.params import load_params, load_section
-from emoloom.report import check_inputs, dev_table, load_eval_runs, load_train_logs, runs_from_params
+from emoloom.core.params import load_params, load_section
+from emoloom.reporting.compare import dev_table
+from emoloom.reporting.figures import Style, write_all
+from emoloom.reporting.runs import check_inputs, load_eval_runs, load_train_logs, runs_from_params
 
 OUT_DIR = Path("plots/figures")
 

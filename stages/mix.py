@@ -6,9 +6,9 @@ Usage: python stages/mix.py 20_80   -> data/mix/20_80/{train,dev}.jsonl and data
 import sys
 from pathlib import Path
 
-from emoloom.io import read_jsonl, sha1_file, write_json, write_jsonl
-from emoloom.mixing import build_mixture
-from emoloom.params import load_section
+from emoloom.core.io import read_jsonl, sha1_file, write_json, write_jsonl
+from emoloom.core.params import load_section
+from emoloom.data.mixing import build_mixture
 
 SOURCES = {"A": Path("data/weak/goemotions/train.jsonl"), "B": Path("data/weak/empathetic/train.jsonl")}
 HELD_OUT = {"A": "data/weak/goemotions/dev.jsonl", "B": "data/weak/empathetic/dev.jsonl"}

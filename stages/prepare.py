@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from emoloom.io import write_json
-from emoloom.params import load_section
-from emoloom.prepare import CORPORA, PrepareConfig, prepare_corpus
-from emoloom.resources import raw_root
+from emoloom.core.io import write_json
+from emoloom.core.params import load_section
+from emoloom.core.resources import raw_root
+from emoloom.data.prepare import CORPORA, PrepareConfig, prepare_corpus
 
 OUT_DIR = Path("data/prepared")
 

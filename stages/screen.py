@@ -6,12 +6,12 @@ A candidate whose package is not installed is listed as skipped, with the instal
 
 from pathlib import Path
 
-from emoloom.backbones import load_backbone
-from emoloom.evaluate import EvalConfig
-from emoloom.figures import Style, screening_radar
-from emoloom.io import read_jsonl, write_json, write_text
-from emoloom.params import load_params
-from emoloom.screen import ProbeConfig, probe, rank, table_markdown, zero_shot
+from emoloom.core.io import read_jsonl, write_json, write_text
+from emoloom.core.params import load_params
+from emoloom.evaluation.runner import EvalConfig
+from emoloom.evaluation.screening import ProbeConfig, probe, rank, table_markdown, zero_shot
+from emoloom.modeling.backbones import load_backbone
+from emoloom.reporting.figures import Style, screening_radar
 
 
 def main() -> None:

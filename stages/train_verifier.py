@@ -8,11 +8,11 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from emoloom.appraisal import VerifierConfig, train_verifier
-from emoloom.io import read_jsonl, write_json
-from emoloom.lexicon import load_lexicon
-from emoloom.params import load_section
-from emoloom.resources import raw_root
+from emoloom.core.io import read_jsonl, write_json
+from emoloom.core.params import load_section
+from emoloom.core.resources import raw_root
+from emoloom.data.lexicon import load_lexicon
+from emoloom.training.verifier_fit import VerifierConfig, train_verifier
 
 WEAK = Path("data/weak")
 TRAIN_FILES = [WEAK / "goemotions/train.jsonl", WEAK / "empathetic/train.jsonl"]

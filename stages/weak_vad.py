@@ -9,12 +9,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from emoloom.io import read_jsonl, write_json, write_jsonl, write_text
-from emoloom.lexicon import load_lexicon
-from emoloom.params import load_section
-from emoloom.resources import raw_root
-from emoloom.retention import retention_markdown, retention_table
-from emoloom.weak_vad import WeakVadConfig, annotate
+from emoloom.core.io import read_jsonl, write_json, write_jsonl, write_text
+from emoloom.core.params import load_section
+from emoloom.core.resources import raw_root
+from emoloom.data.lexicon import load_lexicon
+from emoloom.data.retention import retention_markdown, retention_table
+from emoloom.data.weak_vad import WeakVadConfig, annotate
 
 IN_DIR, OUT_DIR = Path("data/prepared"), Path("data/weak")
 # prepared file -> (output file, whether the vad_conf >= tau filter applies). Training corpora are filtered; the probe

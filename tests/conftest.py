@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 from pathlib import Path
 
-import re
-
 import pytest
+import torch
 import yaml
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from emoloom.contract import build_target
+from emoloom.core.contract import build_prompt, build_target
+from emoloom.core.io import read_jsonl, write_jsonl
+from emoloom.data.convert import convert_file
+from emoloom.data.corpora import ReadOptions
+from emoloom.data.mixing import build_mixture
+from emoloom.data.weak_vad import WeakVadConfig
+from emoloom.modeling.model import LoraSettings
+from emoloom.modeling.token_lexicon import lexical_tokens
+from emoloom.modeling.verifier import AppraisalVerifier, tokenizer_sha1
+from emoloom.training.config import LossWeights, RunPaths, SFTConfig
+from emoloom.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path, package: str | None) -> set[str]:
+    """Dotted names of the `emoloom` modules (or attributes) a file imports anywhere, function bodies included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:                                  # relative: from the file's own package
+                base = (package or "").split(".")[: len((package or "").split(".")) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            names |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return {n for n in names if n == "emoloom" or n.startswith("emoloom.")}
 
 
 def real_raw_root() -> Path:
@@ -63,7 +89,7 @@ def small_raw_root(raw_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def nrc(raw_root):
-    from emoloom.lexicon import load_lexicon
+    from emoloom.data.lexicon import load_lexicon
     return load_lexicon("nrc_vad", raw_root)
 
 
@@ -99,8 +125,63 @@ def word_tokenizer(texts, chat: bool = False) -> PreTrainedTokenizerFast:
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory) -> Path:
     """The embedded SmolLM2-135M-Instruct converted once per session into a plain HF directory."""
-    from emoloom.backbones import DEFAULT_BACKBONE, convert_backbone
+    from emoloom.modeling.backbones import DEFAULT_BACKBONE, convert_backbone
 
     out = tmp_path_factory.mktemp("smollm2") / "backbone"
     convert_backbone(DEFAULT_BACKBONE, out)
     return out
+
+
+# ---------------------------------------------------------------- a tiny SFT run (wiring tests of training, evaluation, screening)
+
+MIX = {"goemotions": 50.0, "empathetic": 50.0}
+TINY_CFG = SFTConfig(max_steps=6, micro_batch=2, grad_accum=2, pass_steps=3, eval_rows=4, eval_batch=4,
+                     max_new_tokens=6, checkpoint_every=2, max_len=512, min_max_len=128, precision="fp32",
+                     device="cpu", max_train_examples=40, lr=1e-3, head_lr=1e-2)
+TINY_LORA = LoraSettings(r=4, alpha=8, dropout=0.1)
+
+
+def records_from(small_raw_root: Path, tmp: Path, nrc) -> tuple[list[dict], list[dict]]:
+    """Real rows of the small subset, converted with weak VAD and mixed 50:50."""
+    pools = []
+    for rel, fmt in (("goemotions/train.tsv", "goemotions"),
+                     ("empatheticdialogues/situation_level/train.csv", "empathetic-situations")):
+        out = tmp / f"{fmt}.jsonl"
+        convert_file(small_raw_root / rel, out, fmt, "train",
+                     ReadOptions(ed_labels=small_raw_root / "empatheticdialogues/labels.txt"), nrc, WeakVadConfig())
+        pools.append([r for r in read_jsonl(out) if r["vad"] is not None][:60])
+    return build_mixture(pools[0], pools[1], 50, 50, seed=1, dev_frac=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_raw_root, nrc, tmp_path_factory):
+    """Inputs of a tiny SFT run: real records, a word-level tokenizer and a random 2-layer Llama, a verifier."""
+    tmp = tmp_path_factory.mktemp("tiny_sft")
+    train_rows, dev_rows = records_from(small_raw_root, tmp, nrc)
+    write_jsonl(tmp / "train.jsonl", train_rows)
+    write_jsonl(tmp / "dev.jsonl", dev_rows)
+    prompts = [build_prompt("x", ["y"], None), "assistant system user"]
+    tokenizer = word_tokenizer(vocabulary_texts(train_rows + dev_rows) + prompts, chat=True)
+    backbone = tmp / "backbone"
+    tokenizer.save_pretrained(backbone)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(backbone)
+    ids, _ = lexical_tokens(tokenizer, nrc)
+    verifier = AppraisalVerifier(ids, tokenizer_sha1(tokenizer))
+    torch.nn.init.normal_(verifier.net.weight, std=0.5)
+    verifier.save(tmp / "verifier.pt")
+    (tmp / "antonyms.tsv").write_text((small_raw_root / "antonyms/wordnet30_antonym_pairs.tsv").read_text())
+    return tmp
+
+
+def paths_for(tmp: Path, out: str) -> RunPaths:
+    return RunPaths(train=tmp / "train.jsonl", dev=tmp / "dev.jsonl", backbone=tmp / "backbone",
+                    verifier=tmp / "verifier.pt", antonyms=tmp / "antonyms.tsv", out=tmp / out,
+                    plots=tmp / out / "plots")
+
+
+def run_tiny(tmp: Path, out: str, nrc, cfg: SFTConfig = TINY_CFG, weights: LossWeights = LossWeights()) -> dict:
+    return train(cfg, weights, TINY_LORA, paths_for(tmp, out), MIX, nrc, out)

@@ -11,23 +11,16 @@ from importlib import resources
 import pytest
 import torch
 import yaml
+from conftest import REPO, vocabulary_texts, word_tokenizer
 from transformers import AutoTokenizer
 
-from conftest import REPO, vocabulary_texts, word_tokenizer
-from emoloom.appraisal import (
-    ATOMS,
-    AppraisalVerifier,
-    VerifierConfig,
-    load_prototypes,
-    prototype_targets,
-    tokenizer_sha1,
-    train_verifier,
-)
-from emoloom.io import read_jsonl, write_jsonl
-from emoloom.labels import LABELS
-from emoloom.lexicon import Lexicon
-from emoloom.prepare import PrepareConfig, prepare_corpus
-from emoloom.weak_vad import WeakVadConfig, annotate
+from emoloom.core.io import read_jsonl, write_jsonl
+from emoloom.core.labels import LABELS
+from emoloom.data.lexicon import Lexicon
+from emoloom.data.prepare import PrepareConfig, prepare_corpus
+from emoloom.data.weak_vad import WeakVadConfig, annotate
+from emoloom.modeling.verifier import ATOMS, AppraisalVerifier, load_prototypes, prototype_targets, tokenizer_sha1
+from emoloom.training.verifier_fit import VerifierConfig, train_verifier
 
 PACKAGED = resources.files("emoloom").joinpath("mappings", "appraisal_prototypes.tsv").read_text(encoding="utf-8")
 

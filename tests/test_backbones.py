@@ -10,8 +10,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from emoloom import backbones
-from emoloom.backbones import (
+from emoloom.core.io import read_json
+from emoloom.modeling import backbones
+from emoloom.modeling.backbones import (
     DEFAULT_BACKBONE,
     REGISTRY,
     convert_backbone,
@@ -19,7 +20,6 @@ from emoloom.backbones import (
     probe_ids,
     resolve_backbone,
 )
-from emoloom.io import read_json
 
 WORDS = ["<unk>", "<s>", "</s>", "user", "assistant", ":", *backbones.PROBE_TEXT.rstrip(".").split(), "."]
 

@@ -3,14 +3,20 @@ import json
 import numpy as np
 import pytest
 
-from emoloom.baselines import (baseline_report, best_threshold, constant_vad, fit_tfidf_labels, lexicon_vad,
-                               predict_labels)
-from emoloom.contract import canonical_labels
-from emoloom.convert import convert_file
-from emoloom.corpora import ReadOptions
-from emoloom.io import read_jsonl
-from emoloom.labels import sort_labels
-from emoloom.weak_vad import WeakVadConfig, score_text
+from emoloom.core.contract import canonical_labels
+from emoloom.core.io import read_jsonl
+from emoloom.core.labels import sort_labels
+from emoloom.data.convert import convert_file
+from emoloom.data.corpora import ReadOptions
+from emoloom.data.weak_vad import WeakVadConfig, score_text
+from emoloom.evaluation.baselines import (
+    baseline_report,
+    best_threshold,
+    constant_vad,
+    fit_tfidf_labels,
+    lexicon_vad,
+    predict_labels,
+)
 
 
 @pytest.fixture(scope="module")

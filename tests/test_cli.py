@@ -3,7 +3,7 @@ import json
 import pytest
 
 from emoloom.cli import main
-from emoloom.convert import detect_format
+from emoloom.data.convert import detect_format
 
 
 def rows(path):

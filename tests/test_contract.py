@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emoloom.contract import (
+from emoloom.core.contract import (
     FAILURES,
     MAX_RATIONALE_WORDS,
     NO_CUES_RATIONALE,
@@ -23,7 +23,7 @@ from emoloom.contract import (
     json_end,
     parse_output,
 )
-from emoloom.labels import LABELS
+from emoloom.core.labels import LABELS
 
 # Editing the prompt text without bumping PROMPT_VERSION fails here: add the new version's hash instead.
 PROMPT_SHA1 = {"emoloom-v1": "13b6b72f569e090ed7bbbcd04511323482028dde"}

@@ -2,8 +2,17 @@
 
 import pytest
 
-from emoloom.corpora import (DataError, FileReport, ReadOptions, check_bad_fraction, read_dailydialog, read_emobank,
-                             read_empathetic_situations, read_empathetic_utterances, read_goemotions)
+from emoloom.core.errors import DataError
+from emoloom.data.corpora import (
+    FileReport,
+    ReadOptions,
+    check_bad_fraction,
+    read_dailydialog,
+    read_emobank,
+    read_empathetic_situations,
+    read_empathetic_utterances,
+    read_goemotions,
+)
 
 
 def read(reader, path, *args):

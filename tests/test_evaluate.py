@@ -6,18 +6,18 @@ import json
 from dataclasses import replace
 
 import pytest
+from conftest import run_tiny
 
-from emoloom import evaluate as ev
-from emoloom.evaluate import EvalConfig, evaluate_file, major_version_drift
-from emoloom.flip import load_antonyms
-from emoloom.io import read_jsonl
-from test_train import run_tiny, tiny_run  # noqa: F401  (module fixture reused)
+from emoloom.core.io import read_jsonl
+from emoloom.data.flip import load_antonyms
+from emoloom.evaluation import runner as ev
+from emoloom.evaluation.runner import EvalConfig, evaluate_file, major_version_drift
 
 CFG = EvalConfig(max_new_tokens=6, decode_mode="cached", batch_size=4, max_len=512)
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_run, nrc):  # noqa: F811
+def bundle(tiny_run, nrc):
     run_tiny(tiny_run, "for_eval", nrc)
     return tiny_run / "for_eval/model"
 
@@ -26,7 +26,7 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_evaluate_file_writes_outputs_and_all_metric_blocks(bundle, tiny_run, nrc, tmp_path):  # noqa: F811
+def test_evaluate_file_writes_outputs_and_all_metric_blocks(bundle, tiny_run, nrc, tmp_path):
     antonyms = load_antonyms(tiny_run / "antonyms.tsv", nrc)
     m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, CFG, train_path=tiny_run / "train.jsonl",
                       lexicon=nrc, antonyms=antonyms)
@@ -41,7 +41,7 @@ def test_evaluate_file_writes_outputs_and_all_metric_blocks(bundle, tiny_run, nr
     assert "s_flip" in m["s_flip"]
 
 
-def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, monkeypatch):  # noqa: F811
+def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, monkeypatch):
     full = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "full", CFG)
     real, decoded = ev._decode, []
 
@@ -69,7 +69,7 @@ def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, mo
     assert other["n_evaluated"] == full["n_evaluated"]
 
 
-def test_quick_mode_stops_at_the_budget_in_seeded_order(bundle, tiny_run, tmp_path):  # noqa: F811
+def test_quick_mode_stops_at_the_budget_in_seeded_order(bundle, tiny_run, tmp_path):
     quick = replace(CFG, time_budget_min=1e-6, stream_seed=7)
     m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, quick)
     assert m["n_evaluated"] == CFG.batch_size < m["n_records"]
@@ -77,12 +77,12 @@ def test_quick_mode_stops_at_the_budget_in_seeded_order(bundle, tiny_run, tmp_pa
     assert ids == [r["id"] for r in ev.ordered(list(read_jsonl(tiny_run / "dev.jsonl")), quick)][:CFG.batch_size]
 
 
-def test_overflowing_inputs_count_as_invalid(bundle, tiny_run, tmp_path):  # noqa: F811
+def test_overflowing_inputs_count_as_invalid(bundle, tiny_run, tmp_path):
     m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, replace(CFG, max_len=20))
     assert m["generated"]["parse_ok"] == 0.0 and m["generated"]["failures"] == {"input_overflow": m["n_evaluated"]}
 
 
-def test_clear_errors(bundle, tiny_run, tmp_path):  # noqa: F811
+def test_clear_errors(bundle, tiny_run, tmp_path):
     with pytest.raises(ValueError, match="time budget must be > 0"):
         EvalConfig(time_budget_min=0)
     with pytest.raises(FileNotFoundError, match="not an EmoLoom model bundle"):
@@ -106,7 +106,7 @@ def test_major_version_drift_warns():
     assert major_version_drift(None, running) == []
 
 
-def test_evaluate_cli(bundle, tiny_run, tmp_path, capsys):  # noqa: F811
+def test_evaluate_cli(bundle, tiny_run, tmp_path, capsys):
     from emoloom.cli import main
 
     main(["evaluate", str(bundle), str(tiny_run / "dev.jsonl"), "--out", str(tmp_path), "--mode", "cached",

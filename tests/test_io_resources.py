@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from emoloom.io import read_jsonl, write_jsonl
-from emoloom.resources import ENV_VAR, MissingResourceError, raw_root, resource_path
+from emoloom.core.io import read_jsonl, write_jsonl
+from emoloom.core.resources import ENV_VAR, MissingResourceError, raw_root, resource_path
 
 
 def test_interrupted_write_leaves_old_file_and_no_temp(tmp_path):

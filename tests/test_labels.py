@@ -1,7 +1,7 @@
 import pytest
 
-from emoloom import labels
-from emoloom.labels import LABELS, load_mapping, sort_labels, to_ekman
+from emoloom.core import labels
+from emoloom.core.labels import LABELS, load_mapping, sort_labels, to_ekman
 
 
 def test_canonical_labels_match_goemotions_file(raw_root):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from emoloom import losses
+from emoloom.modeling import losses
 
 
 def test_cls_loss_matches_the_paper_formula():

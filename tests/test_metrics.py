@@ -6,10 +6,23 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import f1_score, mean_squared_error, precision_score, recall_score
 
-from emoloom.contract import ParseResult, build_target, parse_output
-from emoloom.labels import LABELS
-from emoloom.metrics import (NEUTRAL_VAD, QUALITY_WEIGHTS, composite_s, evaluate, gold_subspace, label_metrics,
-                             mean_std, pearson, quality_scores, s_flip, screening_scores, vad_metrics, zscores)
+from emoloom.core.contract import ParseResult, build_target, parse_output
+from emoloom.core.labels import LABELS
+from emoloom.evaluation.metrics import (
+    NEUTRAL_VAD,
+    QUALITY_WEIGHTS,
+    composite_s,
+    evaluate,
+    gold_subspace,
+    label_metrics,
+    mean_std,
+    pearson,
+    quality_scores,
+    s_flip,
+    screening_scores,
+    vad_metrics,
+    zscores,
+)
 
 
 def vad(v, a, d):

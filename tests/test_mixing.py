@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from emoloom.mixing import build_mixture, is_dev, mixture_sizes
+from emoloom.data.mixing import build_mixture, is_dev, mixture_sizes
 
 
 def pool(source, n):

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
+from conftest import run_tiny
 from safetensors.torch import load_file, save_file
 
-from emoloom.model import Heads, load_bundle
-from test_train import run_tiny, tiny_run  # noqa: F401  (module fixture reused)
+from emoloom.modeling.model import Heads, load_bundle
 
 
 def test_init_from_data_standardises_features_and_starts_at_the_priors():
@@ -31,7 +31,7 @@ def test_init_from_data_standardises_features_and_starts_at_the_priors():
     assert torch.allclose(vad_out, vad.mean(0).expand(3, 3), atol=1e-5)
 
 
-def test_bundle_carries_the_feature_statistics(tiny_run, nrc, tmp_path):  # noqa: F811
+def test_bundle_carries_the_feature_statistics(tiny_run, nrc, tmp_path):
     run_tiny(tiny_run, "stats", nrc)
     bundle = tiny_run / "stats/model"
     saved = load_file(str(bundle / "trainable.safetensors"))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 DATA_STAGES = ["mix"]          # `dvc repro mix` runs prepare -> weak_vad -> mix@*

@@ -1,4 +1,4 @@
-"""compare tables (emoloom.report), figures (emoloom.figures), the two stages and the offline DVC plots template."""
+"""compare tables (emoloom.reporting.compare), figures (emoloom.reporting.figures), the two stages and the offline DVC plots template."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from emoloom import figures, report
-from emoloom.report import BEST, SECOND, MissingRunsError
+from emoloom.core.tables import BEST, SECOND
+from emoloom.reporting import compare as report
+from emoloom.reporting import figures, runs
+from emoloom.reporting.runs import MissingRunsError
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "plots" / "templates" / "offline.html"
@@ -109,29 +111,29 @@ def rep(workspace) -> report.Report:
 # ------------------------------------------------------------------------------------------------ tables
 
 def test_dev_table_means_and_stds(rep):
-    c = rep.dev.cells
+    c = rep.dev.cell
     # 20_80 Macro-F1 paper: 0.30, 0.35, 0.40 -> mean 0.35, sample std sqrt((0.05^2 + 0 + 0.05^2) / 2) = 0.05
-    assert c["20_80"]["macro_f1_paper"].mean == pytest.approx(0.35)
-    assert c["20_80"]["macro_f1_paper"].std == pytest.approx(0.05)
+    assert c("20_80", "macro_f1_paper").mean == pytest.approx(0.35)
+    assert c("20_80", "macro_f1_paper").std == pytest.approx(0.05)
     # 80_20: 0.2, 0.3, 0.4 -> 0.3 +- 0.1; 50_50: 0.33, 0.34, 0.35 -> 0.34 +- 0.01
-    assert (c["80_20"]["macro_f1_paper"].mean, c["80_20"]["macro_f1_paper"].std) == pytest.approx((0.30, 0.10))
-    assert (c["50_50"]["macro_f1_paper"].mean, c["50_50"]["macro_f1_paper"].std) == pytest.approx((0.34, 0.01))
+    assert (c("80_20", "macro_f1_paper").mean, c("80_20", "macro_f1_paper").std) == pytest.approx((0.30, 0.10))
+    assert (c("50_50", "macro_f1_paper").mean, c("50_50", "macro_f1_paper").std) == pytest.approx((0.34, 0.01))
     # the paper's P = F1 + 0.1 and R = F1 - 0.1 in the fixture
-    assert c["20_80"]["macro_p_paper"].mean == pytest.approx(0.45)
-    assert c["20_80"]["macro_r_paper"].mean == pytest.approx(0.25)
+    assert c("20_80", "macro_p_paper").mean == pytest.approx(0.45)
+    assert c("20_80", "macro_r_paper").mean == pytest.approx(0.25)
     # 1-RMSE paper 50_50: 0.88, 0.86, 0.84 -> 0.86 +- 0.02; strict is 0.8 everywhere, std 0
-    assert (c["50_50"]["one_minus_rmse_paper"].mean, c["50_50"]["one_minus_rmse_paper"].std) == pytest.approx((0.86, 0.02))
-    assert (c["50_50"]["one_minus_rmse_strict"].mean, c["50_50"]["one_minus_rmse_strict"].std) == (0.8, 0.0)
-    assert c["20_80"]["rho_mean_paper"].mean == 0.5 and c["20_80"]["rho_mean_strict"].mean == 0.4
+    assert (c("50_50", "one_minus_rmse_paper").mean, c("50_50", "one_minus_rmse_paper").std) == pytest.approx((0.86, 0.02))
+    assert (c("50_50", "one_minus_rmse_strict").mean, c("50_50", "one_minus_rmse_strict").std) == (0.8, 0.0)
+    assert c("20_80", "rho_mean_paper").mean == 0.5 and c("20_80", "rho_mean_strict").mean == 0.4
     # ParseOK 0.90, 0.95, 1.00 -> 0.95 +- 0.05, and kept per seed
-    assert (c["20_80"]["parse_ok"].mean, c["20_80"]["parse_ok"].std) == pytest.approx((0.95, 0.05))
-    assert c["20_80"]["parse_ok"].values == {11: 0.90, 22: 0.95, 33: 1.00}
-    assert c["80_20"]["heads_macro_f1"].mean == pytest.approx(0.42)
-    assert c["80_20"]["heads_one_minus_rmse"].mean == pytest.approx(0.85)
+    assert (c("20_80", "parse_ok").mean, c("20_80", "parse_ok").std) == pytest.approx((0.95, 0.05))
+    assert c("20_80", "parse_ok").values == {11: 0.90, 22: 0.95, 33: 1.00}
+    assert c("80_20", "heads_macro_f1").mean == pytest.approx(0.42)
+    assert c("80_20", "heads_one_minus_rmse").mean == pytest.approx(0.85)
     # a missing S_flip (None) is left out: 0.40, 0.40 -> 0.40 over 2 of 3 seeds
-    assert (c["80_20"]["s_flip"].mean, c["80_20"]["s_flip"].n) == (0.4, 2)
-    assert c["80_20"]["s_flip"].text() == "0.4000 ± 0.0000 (2/3 seeds)"
-    assert c["20_80"]["n_dev"].text(0) == "100 ± 0"
+    assert (c("80_20", "s_flip").mean, c("80_20", "s_flip").n) == (0.4, 2)
+    assert c("80_20", "s_flip").text() == "0.4000 ± 0.0000 (2/3 seeds)"
+    assert c("20_80", "n_dev").text(0) == "100 ± 0"
 
 
 def test_best_and_second_marks_are_direction_aware(rep):
@@ -173,14 +175,14 @@ def test_training_table(rep):
     # loss_s(step) = 2/step + 0.1 (seed index + 1) + 0.01 (mixture index), steps 1..30, trailing mean over 3 steps:
     # the smoothed minimum is at the last step, mean of steps 28..30 of 2/step, plus the offsets
     tail = np.mean([2 / 28, 2 / 29, 2 / 30])
-    cell = rep.training.cells["50_50"]["best_loss"]
+    cell = rep.training.cell("50_50", "best_loss")
     expect = [round(tail + 0.1 * k + 0.01, 6) for k in (1, 2, 3)]       # the CSV keeps 6 significant digits
     assert cell.mean == pytest.approx(np.mean(expect), abs=1e-4)
     assert cell.std == pytest.approx(np.std(expect, ddof=1), abs=1e-4)
-    assert rep.training.cells["50_50"]["best_step"].mean == 30
-    assert rep.training.cells["50_50"]["points"].mean == 30
-    assert rep.training.cells["50_50"]["raw_min_loss"].mean == pytest.approx(2 / 30 + 0.21, abs=1e-4)
-    assert rep.training.cells["20_80"]["selected_step"].mean == 20
+    assert rep.training.cell("50_50", "best_step").mean == 30
+    assert rep.training.cell("50_50", "points").mean == 30
+    assert rep.training.cell("50_50", "raw_min_loss").mean == pytest.approx(2 / 30 + 0.21, abs=1e-4)
+    assert rep.training.cell("20_80", "selected_step").mean == 20
     assert rep.training.marks()["best_loss"] == [BEST, SECOND, ""]     # lower is better
 
 
@@ -216,22 +218,22 @@ def test_eval_file_of_the_wrong_run_is_refused(tmp_path):
     data = json.loads((root / "metrics/eval_dev/20_80-s11.json").read_text())
     (root / "metrics/eval_dev/20_80-s11.json").write_text(json.dumps({**data, "seed": 22}))
     with pytest.raises(ValueError, match="seed is 22, expected 11"):
-        report.load_eval_runs(MIXTURES, [11], root)
+        runs.load_eval_runs(MIXTURES, [11], root)
 
 
 def test_runs_from_params():
     params = {"mix": {"mixtures": {"20_80": [20, 80], "80_20": [80, 20]}}, "sft": {"seeds": [11, 22]}}
-    assert report.runs_from_params(params) == (["20_80", "80_20"], [11, 22])
+    assert runs.runs_from_params(params) == (["20_80", "80_20"], [11, 22])
     with pytest.raises(KeyError, match="sft.seeds"):
-        report.runs_from_params({"mix": {"mixtures": {"a": [1, 1]}}})
+        runs.runs_from_params({"mix": {"mixtures": {"a": [1, 1]}}})
     with pytest.raises(ValueError, match="duplicates"):
-        report.runs_from_params({**params, "sft": {"seeds": [11, 11]}})
+        runs.runs_from_params({**params, "sft": {"seeds": [11, 11]}})
 
 
 def test_single_seed_cells_have_no_spread(tmp_path):
     root = write_workspace(tmp_path, seeds=[11])
     rep = report.build_report(MIXTURES, [11], 3, root)
-    cell = rep.dev.cells["20_80"]["macro_f1_paper"]
+    cell = rep.dev.cell("20_80", "macro_f1_paper")
     assert (cell.mean, cell.std, cell.text()) == (0.30, None, "0.3000")
     assert "per seed" not in rep.dev.markdown()
     assert "macro_f1_paper_std" not in rep.json()["dev"]["20_80"]
@@ -241,12 +243,12 @@ def test_train_log_reader_checks_columns_and_steps(tmp_path):
     p = tmp_path / "log.csv"
     p.write_text("step,loss\n1,2.0\n")
     with pytest.raises(ValueError, match="lr"):
-        report.read_train_log(p)
+        runs.read_train_log(p)
     p.write_text("step,loss,lr,grad_norm\n1,2.0,1e-4,\n1,1.0,1e-4,1.0\n")
     with pytest.raises(ValueError, match="strictly increasing"):
-        report.read_train_log(p)
+        runs.read_train_log(p)
     p.write_text("step,loss,lr,grad_norm\n1,2.0,4e-05,\n2,1.0,1e-4,1.0\n")
-    log = report.read_train_log(p)
+    log = runs.read_train_log(p)
     assert np.isnan(log["grad_norm"][0]) and log["lr"][0] == 4e-05
 
 
@@ -283,7 +285,7 @@ def png_info(path: Path) -> tuple[tuple[int, int], tuple[float, float], dict]:
 @pytest.fixture(scope="module")
 def rendered(rep, workspace, tmp_path_factory):
     style = figures.Style(dpi=100, font_size=8, smooth_window=3)
-    logs = report.load_train_logs(MIXTURES, SEEDS, workspace)
+    logs = runs.load_train_logs(MIXTURES, SEEDS, workspace)
     a, b = tmp_path_factory.mktemp("fig_a"), tmp_path_factory.mktemp("fig_b")
     return figures.write_all(rep.dev, logs, a, style), figures.write_all(rep.dev, logs, b, style), style
 
@@ -321,8 +323,8 @@ def test_figures_cope_with_missing_values(tmp_path):
     data["generated"]["paper"]["vad"] = vad_block(None)
     path.write_text(json.dumps(data))
     rep1 = report.build_report(MIXTURES, [11], 3, root)
-    assert rep1.dev.cells["80_20"]["one_minus_rmse_paper"].text() == "n/a"
-    logs = report.load_train_logs(MIXTURES, [11], root)
+    assert rep1.dev.cell("80_20", "one_minus_rmse_paper").text() == "n/a"
+    logs = runs.load_train_logs(MIXTURES, [11], root)
     for p in figures.write_all(rep1.dev, logs, tmp_path / "fig", figures.Style(dpi=60)):
         assert p.stat().st_size > 5_000
 

@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from emoloom.flip import flip_text, load_antonyms
-from emoloom.lexicon import Lexicon
-from emoloom.sampler import MixtureSampler
+from emoloom.data.flip import flip_text, load_antonyms
+from emoloom.data.lexicon import Lexicon
+from emoloom.training.sampler import MixtureSampler
 
 
 def test_temperature_cools_linearly_and_probabilities_follow_algorithm_1():

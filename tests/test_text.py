@@ -1,6 +1,6 @@
 import pytest
 
-from emoloom.text import clauses, clean_text, qc_flags, words
+from emoloom.core.text import clauses, clean_text, qc_flags, words
 
 
 @pytest.mark.parametrize("text, reason", [

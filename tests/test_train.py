@@ -8,76 +8,19 @@ import signal
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import MIX, REPO, TINY_CFG, TINY_LORA, paths_for, records_from, run_tiny
 
-from conftest import REPO, vocabulary_texts, word_tokenizer
-from emoloom import train as train_mod
-from emoloom.appraisal import AppraisalVerifier, tokenizer_sha1
-from emoloom.contract import build_prompt
-from emoloom.convert import convert_file
-from emoloom.corpora import ReadOptions
-from emoloom.io import read_jsonl, write_jsonl
-from emoloom.mixing import build_mixture
-from emoloom.model import LoraSettings
-from emoloom.token_lexicon import lexical_tokens
-from emoloom.train import LossWeights, RunPaths, SFTConfig, train
-from emoloom.weak_vad import WeakVadConfig
-
-MIX = {"goemotions": 50.0, "empathetic": 50.0}
-TINY_CFG = SFTConfig(max_steps=6, micro_batch=2, grad_accum=2, pass_steps=3, eval_rows=4, eval_batch=4,
-                     max_new_tokens=6, checkpoint_every=2, max_len=512, min_max_len=128, precision="fp32",
-                     device="cpu", max_train_examples=40, lr=1e-3, head_lr=1e-2)
-TINY_LORA = LoraSettings(r=4, alpha=8, dropout=0.1)
-
-
-def records_from(small_raw_root: Path, tmp: Path, nrc) -> tuple[list[dict], list[dict]]:
-    """Real rows of the small subset, converted with weak VAD and mixed 50:50."""
-    pools = []
-    for rel, fmt in (("goemotions/train.tsv", "goemotions"),
-                     ("empatheticdialogues/situation_level/train.csv", "empathetic-situations")):
-        out = tmp / f"{fmt}.jsonl"
-        convert_file(small_raw_root / rel, out, fmt, "train",
-                     ReadOptions(ed_labels=small_raw_root / "empatheticdialogues/labels.txt"), nrc, WeakVadConfig())
-        pools.append([r for r in read_jsonl(out) if r["vad"] is not None][:60])
-    return build_mixture(pools[0], pools[1], 50, 50, seed=1, dev_frac=0.1)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(small_raw_root, nrc, tmp_path_factory):
-    """Inputs of a tiny SFT run: real records, a word-level tokenizer and a random 2-layer Llama, a verifier."""
-    tmp = tmp_path_factory.mktemp("tiny_sft")
-    train_rows, dev_rows = records_from(small_raw_root, tmp, nrc)
-    write_jsonl(tmp / "train.jsonl", train_rows)
-    write_jsonl(tmp / "dev.jsonl", dev_rows)
-    prompts = [build_prompt("x", ["y"], None), "assistant system user"]
-    tokenizer = word_tokenizer(vocabulary_texts(train_rows + dev_rows) + prompts, chat=True)
-    backbone = tmp / "backbone"
-    tokenizer.save_pretrained(backbone)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(backbone)
-    ids, _ = lexical_tokens(tokenizer, nrc)
-    verifier = AppraisalVerifier(ids, tokenizer_sha1(tokenizer))
-    torch.nn.init.normal_(verifier.net.weight, std=0.5)
-    verifier.save(tmp / "verifier.pt")
-    (tmp / "antonyms.tsv").write_text((small_raw_root / "antonyms/wordnet30_antonym_pairs.tsv").read_text())
-    return tmp
-
-
-def paths_for(tmp: Path, out: str) -> RunPaths:
-    return RunPaths(train=tmp / "train.jsonl", dev=tmp / "dev.jsonl", backbone=tmp / "backbone",
-                    verifier=tmp / "verifier.pt", antonyms=tmp / "antonyms.tsv", out=tmp / out,
-                    plots=tmp / out / "plots")
-
-
-def run_tiny(tmp: Path, out: str, nrc, cfg: SFTConfig = TINY_CFG, weights: LossWeights = LossWeights()) -> dict:
-    return train(cfg, weights, TINY_LORA, paths_for(tmp, out), MIX, nrc, out)
+from emoloom.core.io import read_jsonl, write_jsonl
+from emoloom.modeling.model import LoraSettings
+from emoloom.modeling.token_lexicon import lexical_tokens
+from emoloom.modeling.verifier import AppraisalVerifier, tokenizer_sha1
+from emoloom.training import loop as train_mod
+from emoloom.training import setup as train_setup
+from emoloom.training.config import LOSS_TERMS, LossWeights
+from emoloom.training.loop import train
 
 
 def without_run(result: dict) -> dict:
@@ -103,9 +46,9 @@ CHILD = """
 import os, signal, sys, json
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from emoloom import train as t
-import test_train as h
-from emoloom.lexicon import load_lexicon
+from emoloom.training import loop as t
+import conftest as h
+from emoloom.data.lexicon import load_lexicon
 calls = {{"n": 0}}
 real = t.step_losses
 def killing(*a, **k):
@@ -124,7 +67,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_run, nrc, raw_root):
     proc = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     saved = torch.load(tiny_run / "killed/checkpoint.pt", weights_only=False)
-    assert saved["state"]["step"] == 4
+    assert saved["state"].step == 4
     resumed = run_tiny(tiny_run, "killed", nrc)
     uninterrupted = run_tiny(tiny_run, "uninterrupted", nrc)
     assert without_run(resumed) == without_run(uninterrupted)
@@ -158,22 +101,22 @@ def test_gradients_flow_from_every_loss_term(tiny_run, nrc):
 
     from transformers import AutoTokenizer
 
-    from emoloom.flip import load_antonyms
-    from emoloom.sft_data import collate
-    from emoloom.token_lexicon import vocab_vad_table
+    from emoloom.data.flip import load_antonyms
+    from emoloom.modeling.token_lexicon import vocab_vad_table
+    from emoloom.training.sft_data import collate
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_run / "backbone")
-    model = train_mod.build_model(tiny_run / "backbone", TINY_CFG, TINY_LORA, torch.device("cpu"))
+    model = train_setup.build_model(tiny_run / "backbone", TINY_CFG, TINY_LORA, torch.device("cpu"))
     verifier = AppraisalVerifier.load(tiny_run / "verifier.pt", tokenizer).requires_grad_(False)
     rows = list(read_jsonl(tiny_run / "train.jsonl"))
     antonyms = load_antonyms(tiny_run / "antonyms.tsv", nrc)
-    examples = train_mod.build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0), antonyms, random.Random(0))
+    examples = train_setup.build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0), antonyms, random.Random(0))
     batch = collate([e for e in examples if e.flipped_prompt_ids][:2] + examples[:2], tokenizer.pad_token_id)
     assert batch.flip_ids is not None
     table, lexical = vocab_vad_table(tokenizer, nrc, len(tokenizer))
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
     heads = list(model.heads.parameters())
-    for term in train_mod.LOSS_TERMS:
+    for term in LOSS_TERMS:
         model.zero_grad(set_to_none=True)
         terms, _ = train_mod.step_losses(model, batch, verifier, table, lexical)
         assert torch.isfinite(terms[term]) and terms[term].item() > 0, term
@@ -183,8 +126,17 @@ def test_gradients_flow_from_every_loss_term(tiny_run, nrc):
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads), f"no head gradient from {term}"
 
 
+def test_a_lambda_reaches_the_loss_and_a_zero_weight_term_is_not_computed(tiny_run, nrc):
+    off = run_tiny(tiny_run, "vad_off", nrc, weights=LossWeights(lambda_vad=0.0))
+    on = run_tiny(tiny_run, "vad_on", nrc, weights=LossWeights(lambda_vad=1.0))
+    assert off["metrics"]["weights_sha1"] != on["metrics"]["weights_sha1"]
+    assert "vad" not in off["metrics"]["final_train_loss"] and "vad" in on["metrics"]["final_train_loss"]
+    header = (tiny_run / "vad_off/plots/train_log.csv").read_text().splitlines()[0].split(",")
+    assert "loss_vad" not in header and "loss_lm" in header
+
+
 def test_bad_params_fail_before_compute(tiny_run, nrc):
-    with pytest.raises(ValueError, match="loss weights must be numbers >= 0"):
+    with pytest.raises(ValueError, match=r"loss.lambda_vad: must be >= 0"):
         LossWeights(lambda_vad=-1.0)
     with pytest.raises(ValueError, match="below the prompt"):
         run_tiny(tiny_run, "short", nrc, replace(TINY_CFG, max_len=8))

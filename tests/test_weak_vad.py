@@ -1,7 +1,7 @@
 import pytest
 
-from emoloom.lexicon import Lexicon, load_lexicon
-from emoloom.weak_vad import WeakVadConfig, annotate, score_text
+from emoloom.data.lexicon import Lexicon, load_lexicon
+from emoloom.data.weak_vad import WeakVadConfig, annotate, score_text
 
 EPS = 0.01
 

@@ -6,23 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from emoloom.corpora import FORMATS, DataError, ReadOptions
-from emoloom.resources import MissingResourceError, raw_root, resource_path
+from emoloom.core.errors import DataError
+from emoloom.core.resources import MissingResourceError, raw_root, resource_path
+from emoloom.data.corpora import FORMATS, ReadOptions
 
 
 def _default_root() -> str | None:
     """data.raw_root from ./params.yaml when there is one ($EMOLOOM_RAW_ROOT still wins in raw_root())."""
     try:
-        from emoloom.params import load_section
+        from emoloom.core.params import load_section
         return load_section("data")["raw_root"]
     except (OSError, KeyError):
         return None
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from emoloom.convert import convert_file, detect_format, summary
-    from emoloom.lexicon import load_lexicon
-    from emoloom.weak_vad import WeakVadConfig
+    from emoloom.data.convert import convert_file, detect_format, summary
+    from emoloom.data.lexicon import load_lexicon
+    from emoloom.data.weak_vad import WeakVadConfig
 
     fmt = args.format or detect_format(args.input)
     root = None if args.no_weak_vad and not fmt.startswith("empathetic") else raw_root(args.raw_root or _default_root())
@@ -35,9 +36,9 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from emoloom.evaluate import EvalConfig, evaluate_file
-    from emoloom.io import write_json
-    from emoloom.lexicon import load_lexicon
+    from emoloom.core.io import write_json
+    from emoloom.data.lexicon import load_lexicon
+    from emoloom.evaluation.runner import EvalConfig, evaluate_file
 
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, decode_mode=args.mode, batch_size=args.batch_size,
                      max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,
@@ -52,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from emoloom.download import download_goemotions
+    from emoloom.data.download import download_goemotions
 
     for path in download_goemotions(raw_root(args.raw_root or _default_root())):
         print(path)

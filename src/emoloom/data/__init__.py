@@ -1,0 +1,1 @@
+"""Data: raw corpora -> records (QC, dedup), lexicons and weak VAD, mixtures, Valence-Flip pairs. Imports core only."""

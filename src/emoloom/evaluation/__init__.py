@@ -1,0 +1,1 @@
+"""Evaluation: decoding under the contract, metrics, baselines, the evaluation runner, screening. Never imports training."""

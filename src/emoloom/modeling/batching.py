@@ -1,0 +1,50 @@
+"""Batching shared by training, decoding and the heads: left padding and the position ids that go with it.
+
+Left padding lines every row up at the end of the batch (answers end at the last position; the next token of every
+row is read at the same place), and position ids are counted from each row's first real token, as `generate` does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), left-padded to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def length_buckets(prompts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices grouped into batches of similar prompt length (less left padding)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """Length of the longest common prefix of `rows`, leaving every row at least one token of its own."""
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for k in range(max(limit, 0)):
+        if any(r[k] != first[k] for r in rows):
+            return k
+    return max(limit, 0)
+
+
+def prefix_forward(lm, prefix: list[int], hidden: bool = False):
+    """Batch-1 forward over a shared prompt prefix: (its KV cache, the sum of its last hidden states or None)."""
+    x = torch.tensor([prefix], dtype=torch.long, device=lm.device)
+    mask = torch.ones_like(x)
+    out = lm(input_ids=x, attention_mask=mask, position_ids=position_ids(mask), use_cache=True,
+             output_hidden_states=hidden, logits_to_keep=1)
+    return out.cache, (out.hidden_states[-1][0].float().sum(0) if hidden else None)

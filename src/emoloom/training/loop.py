@@ -1,0 +1,306 @@
+"""Protocol-true SFT (the paper's Algorithm 1) inside the budget-aware loop (Algorithm 2), read top to bottom in `train`.
+
+Per optimizer step: for each micro-batch, the A/B sampler picks a source (entropy-aware, cooling temperature), and
+every active loss term is computed on it (emoloom.training.objective):
+
+    L = l_lm L_lm + l_cls L_cls + l_reg L_reg + l_vad L_vad + l_app L_app + l_flip L_flip     (LossWeights.combine)
+
+Every `pass_steps` steps the dev rows are decoded and scored with S = MacroF1 + beta (1 - RMSE) + gamma ParseOK; the
+best checkpoint is kept, training stops early when the budget cannot be beaten, and the source weights are
+re-balanced by entropy. The whole state is checkpointed atomically every `checkpoint_every` steps, so a killed run
+resumes where it stopped and ends bit-identical to an uninterrupted one (on CPU). An out-of-memory error lowers
+max_len by 128 and doubles grad_accum (halving the micro-batch), then retries the step (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from emoloom.core.device import autocast_dtype, resolve_device, seed_everything
+from emoloom.core.io import sha1_file
+from emoloom.core.stamp import config_hash
+from emoloom.modeling.model import EmoModel, LoraSettings
+from emoloom.modeling.verifier import AppraisalVerifier
+from emoloom.training.config import LossWeights, RunPaths, SFTConfig
+from emoloom.training.dev_eval import dev_evaluation
+from emoloom.training.export import export_run
+from emoloom.training.objective import step_losses
+from emoloom.training.sampler import MixtureSampler
+from emoloom.training.setup import (
+    TrainingData,
+    build_model,
+    check_inputs,
+    check_max_len,
+    init_heads,
+    load_training_data,
+    load_verifier,
+    make_optimizer,
+)
+from emoloom.training.sft_data import SourceStream, collate
+from emoloom.training.state import (
+    Best,
+    Healing,
+    RunState,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    swap_weights,
+    write_logs,
+)
+
+
+def cosine_lr(step: int, total: int, warmup_ratio: float) -> float:
+    """Multiplier of the peak LR: linear warmup over warmup_ratio of the steps, then cosine to 0."""
+    warmup = max(1, math.ceil(warmup_ratio * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+@dataclass
+class Run:
+    """The objects of one training run; `train` drives them."""
+    name: str
+    cfg: SFTConfig
+    weights: LossWeights
+    model: EmoModel
+    tokenizer: object
+    verifier: AppraisalVerifier
+    data: TrainingData
+    optimizer: torch.optim.Optimizer
+    sampler: MixtureSampler
+    streams: dict[str, SourceStream]
+    state: RunState
+    device: torch.device
+    amp: torch.dtype | None
+    config_hash: str
+    checkpoint_path: Path
+    plots: Path
+
+    @property
+    def trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+
+    # ---------------------------------------------------------------------------------------------- one step
+
+    def accumulate(self) -> dict:
+        """Forward + backward over grad_accum micro-batches (gradients summed); what the step log needs."""
+        heal, step = self.state.heal, self.state.step
+        totals, sources, entropies, n_tokens = {t: 0.0 for t in self.weights.active}, [], [], 0
+        for _ in range(heal.grad_accum):
+            source = self.sampler.draw(step)
+            batch = collate(self.streams[source].take(heal.micro_batch, heal.max_len),
+                            self.tokenizer.pad_token_id).to(self.device)
+            with self.autocast():
+                terms, entropy = step_losses(self.model, batch, self.verifier, self.data.token_vad,
+                                             self.data.token_lexical, self.weights)
+            (self.weights.combine(terms) / heal.grad_accum).backward()
+            self.sampler.update(source, entropy)
+            self.state.pass_entropy.setdefault(source, []).append(entropy)
+            for t in totals:
+                totals[t] += terms[t].item() / heal.grad_accum
+            sources.append(source)
+            entropies.append(entropy)
+            n_tokens += batch.n_tokens
+        return {"totals": totals, "sources": sources, "entropies": entropies, "tokens": n_tokens}
+
+    def optimizer_step(self) -> float:
+        """Schedule the LR, clip, step, update the EMA; the gradient norm before clipping."""
+        scale = cosine_lr(self.state.step, self.cfg.max_steps, self.cfg.warmup_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["peak"] * scale
+        trainable = self.trainable
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable.values(), self.cfg.clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.state.ema is not None:
+            with torch.no_grad():
+                for n, p in trainable.items():
+                    self.state.ema[n].mul_(self.cfg.ema_decay).add_(p.detach(), alpha=1 - self.cfg.ema_decay)
+        return grad_norm
+
+    def log_step(self, acc: dict, grad_norm: float, seconds: float) -> dict:
+        step, sources, totals = self.state.step, acc["sources"], acc["totals"]
+        row = {"step": step, "loss": self.weights.combine(totals), **{f"loss_{t}": totals[t] for t in totals},
+               "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+               "temperature": self.sampler.temperature(step - 1),
+               "p_A": self.sampler.probabilities(step - 1).get("goemotions", 0.0), "source": "|".join(sources),
+               "n_goemotions": sources.count("goemotions"), "n_empathetic": sources.count("empathetic"),
+               "entropy": sum(acc["entropies"]) / len(acc["entropies"]), "tokens": acc["tokens"], "seconds": seconds,
+               "max_len": self.state.heal.max_len, "grad_accum": self.state.heal.grad_accum}
+        self.state.history.train.append(row)
+        return row
+
+    def heal_oom(self, err: RuntimeError, snapshot: tuple) -> None:
+        """Rewind the step's draws, then lower max_len by 128 and double grad_accum (halving the micro-batch)."""
+        heal, cfg = self.state.heal, self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sampler.load_state_dict(snapshot[0])
+        for s, st in snapshot[1].items():
+            self.streams[s].load_state_dict(st)
+        set_rng_state(snapshot[2])
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if heal.max_len - 128 < cfg.min_max_len:
+            raise RuntimeError(f"{self.name}: out of memory at max_len={heal.max_len}, and self-healing may not "
+                               f"go below min_max_len={cfg.min_max_len}") from err
+        heal.max_len, heal.grad_accum = heal.max_len - 128, heal.grad_accum * 2
+        heal.micro_batch = max(1, heal.micro_batch // 2)
+        self.state.history.decide(self.state.step, "oom_self_heal", **asdict(heal))
+
+    def snapshot(self) -> tuple:
+        """What an OOM retry rewinds: the sampler, the data streams and the RNGs."""
+        return self.sampler.state_dict(), {s: st.state_dict() for s, st in self.streams.items()}, rng_state()
+
+    # ---------------------------------------------------------------------------------------------- passes
+
+    def eval_weights(self) -> dict[str, torch.Tensor]:
+        """The weights that are evaluated and exported: the EMA when on, else the current ones."""
+        ema = self.state.ema
+        return ema if ema is not None else {n: p.detach().clone() for n, p in self.trainable.items()}
+
+    def end_of_pass(self) -> None:
+        """Algorithm 2, lines 4-12: budget guard, dev score, keep the best, budget-aware early stop, re-balance."""
+        state, cfg, step = self.state, self.cfg, self.state.step
+        budget_s = cfg.budget_min * 60
+        if state.elapsed >= budget_s:
+            state.stop = "budget"
+            state.history.decide(step, "stop", why="budget spent", elapsed_s=round(state.elapsed))
+            return
+        backup = swap_weights(self.model, self.eval_weights())
+        with self.autocast():
+            ev = dev_evaluation(self.model, self.tokenizer, self.data.dev, self.data.dev_examples, cfg, self.device)
+        swap_weights(self.model, backup)
+        state.scores.append(ev["S"])
+        s_bar = statistics.fmean(state.scores[-cfg.score_window:])
+        state.history.dev.append({"step": step, "S_bar": s_bar, **{k: v for k, v in ev.items() if k != "failures"},
+                                  "top_failure": next(iter(ev["failures"]), "")})
+        remaining_steps = cfg.max_steps - step
+        eta = statistics.median(state.pass_times[-cfg.eta_window:]) * remaining_steps / cfg.pass_steps
+        best = state.best
+        if best is None or s_bar > best.S:
+            state.best = Best(ev["S"], s_bar, step, ev, {n: w.clone() for n, w in self.eval_weights().items()})
+            state.history.decide(step, "new_best", S=ev["S"], S_bar=s_bar)
+        elif s_bar < best.S + cfg.delta and eta > budget_s - state.elapsed and remaining_steps > 0:
+            state.stop = "early"
+            state.history.decide(step, "stop", why="no improvement and the ETA exceeds the budget", S_bar=s_bar,
+                                 best_S=best.S, eta_s=round(eta))
+        else:
+            state.history.decide(step, "keep_best", S_bar=s_bar, best_S=best.S)
+        if cfg.rebalance and state.pass_entropy:
+            mean_h = {s: statistics.fmean(v) for s, v in state.pass_entropy.items()}
+            self.sampler.rebalance(mean_h)
+            state.history.decide(step, "rebalance", entropy=mean_h, weights=dict(self.sampler.weights))
+        state.pass_entropy = {}
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint_path, {
+            "config_hash": self.config_hash, "weights": {n: p.detach().clone() for n, p in self.trainable.items()},
+            "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
+            "streams": {s: st.state_dict() for s, st in self.streams.items()}, "rng": rng_state(),
+            "state": self.state})
+        write_logs(self.plots, self.state.history)
+
+    def resume(self) -> None:
+        """Continue from the checkpoint when it was written for this config; otherwise start afresh (and say so)."""
+        if not self.checkpoint_path.exists():
+            return
+        saved = load_checkpoint(self.checkpoint_path, self.config_hash)
+        if saved is None:
+            self.state.history.decide(0, "checkpoint_discarded", why="config, data or code changed")
+            return
+        swap_weights(self.model, saved["weights"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.sampler.load_state_dict(saved["sampler"])
+        for s, st in saved["streams"].items():
+            self.streams[s].load_state_dict(st)
+        set_rng_state(saved["rng"])
+        self.state = saved["state"]
+        self.state.history.decide(self.state.step, "resumed")
+        print(f"{self.name}: resuming from step {self.state.step}")
+
+
+def start_run(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPaths, mixture: dict[str, float],
+              lexicon, run_name: str) -> Run:
+    """Check everything, then build the data, model, optimizer and sampler (this order fixes the random draws)."""
+    from transformers import AutoTokenizer
+
+    check_inputs(paths, run_name)
+    device = resolve_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    tokenizer = AutoTokenizer.from_pretrained(paths.backbone)
+    verifier = load_verifier(paths, tokenizer, device)
+    check_max_len(cfg, tokenizer)
+    run_hash = config_hash({"cfg": asdict(cfg), "loss": asdict(weights), "lora": asdict(lora), "mix": mixture,
+                            "train": sha1_file(paths.train), "backbone": tokenizer.name_or_path})
+
+    seed_everything(cfg.seed)
+    data = load_training_data(cfg, paths, tokenizer, lexicon, mixture, run_name, device)
+    model = build_model(paths.backbone, cfg, lora, device)
+    init_heads(model, [ex for s in sorted(data.examples) for ex in data.examples[s]], cfg, tokenizer.pad_token_id or 0)
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    sampler = MixtureSampler(dict(mixture), cfg.t0, cfg.t1, cfg.max_steps, cfg.conf_alpha, seed=cfg.seed)
+    streams = {s: SourceStream(data.examples[s], cfg.seed, s) for s in mixture if mixture[s] > 0}
+    ema = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+           if cfg.ema_decay > 0 else None)
+    state = RunState(heal=Healing(cfg.max_len, cfg.grad_accum, cfg.micro_batch), ema=ema)
+    run = Run(run_name, cfg, weights, model, tokenizer, verifier, data, optimizer, sampler, streams, state, device,
+              amp, run_hash, paths.out / "checkpoint.pt", paths.plots)
+    run.resume()
+    return run
+
+
+def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPaths, mixture: dict[str, float],
+          lexicon, run_name: str) -> dict:
+    """Train one mixture x seed; return the run's metrics. Resumes from paths.out/checkpoint.pt when it matches."""
+    run = start_run(cfg, weights, lora, paths, mixture, lexicon, run_name)
+    state = run.state
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"sft {run_name}", unit="step")
+    pass_start = time.perf_counter()
+    while state.step < cfg.max_steps and state.stop is None:
+        snapshot, started = run.snapshot(), time.perf_counter()
+        try:
+            acc = run.accumulate()
+        except RuntimeError as err:
+            if not is_oom(err):
+                raise
+            run.heal_oom(err, snapshot)
+            continue
+        grad_norm = run.optimizer_step()
+        seconds = time.perf_counter() - started
+        state.elapsed += seconds
+        state.step += 1
+        row = run.log_step(acc, grad_norm, seconds)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", lm=f"{row.get('loss_lm', math.nan):.3f}")
+
+        if state.step % cfg.pass_steps == 0 or state.step == cfg.max_steps:
+            state.pass_times.append(time.perf_counter() - pass_start)
+            run.end_of_pass()
+            pass_start = time.perf_counter()
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps or state.stop:
+            run.save()
+    bar.close()
+    write_logs(paths.plots, state.history)
+    return export_run(state, cfg, weights, lora, run.model, run.eval_weights(), paths, run_name, mixture,
+                      run.config_hash)

@@ -1,0 +1,89 @@
+"""dvc.yaml's deps cover every project file a stage's script imports (transitively, function-local imports too), so a
+code change can never leave a stale result marked up to date."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from pathlib import Path
+
+import yaml
+from conftest import REPO, imported_modules
+
+SRC = REPO / "src"
+
+
+def module_files(name: str, src: Path = SRC) -> list[Path]:
+    """The files importing `name` loads: every package __init__.py on the way and the module itself ([] if `name` is
+    not a project module, e.g. an attribute imported from a package)."""
+    parts, files = name.split("."), []
+    for i in range(1, len(parts) + 1):
+        base = src.joinpath(*parts[:i])
+        if (base / "__init__.py").is_file():
+            files.append(base / "__init__.py")
+        elif base.with_suffix(".py").is_file():
+            files.append(base.with_suffix(".py"))
+        else:
+            break
+    return files
+
+
+def project_imports(script: Path, src: Path = SRC) -> set[Path]:
+    """Every project file `script` imports, transitively."""
+    seen: set[Path] = set()
+    todo = [(script, None)]
+    while todo:
+        path, package = todo.pop()
+        for name in imported_modules(path, package):
+            for f in module_files(name, src):
+                if f not in seen:
+                    seen.add(f)
+                    todo.append((f, ".".join(f.relative_to(src).parts[:-1])))
+    return seen
+
+
+def uncovered(dvc_yaml: dict, repo: Path = REPO) -> dict[str, list[str]]:
+    """stage -> the project files its script imports that none of its deps (file or folder) covers."""
+    out = {}
+    for name, stage in dvc_yaml["stages"].items():
+        stage = stage.get("do", stage)                      # foreach stages keep cmd and deps under do:
+        script = next(w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
+        deps = [repo / d for d in stage.get("deps", []) if "${" not in d]
+        missing = [str(f.relative_to(repo)) for f in sorted(project_imports(repo / script, repo / "src"))
+                   if not any(f == d or d in f.parents for d in deps)]
+        if (repo / script) not in deps:
+            missing.insert(0, script)
+        if missing:
+            out[name] = missing
+    return out
+
+
+def load_dvc_yaml() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def test_every_stage_depends_on_every_project_file_it_imports():
+    assert uncovered(load_dvc_yaml()) == {}
+
+
+def test_the_check_sees_transitive_and_function_local_imports():
+    files = {str(f.relative_to(SRC)) for f in project_imports(REPO / "stages/sft.py")}
+    # sft.py -> training.loop -> training.dev_eval -> evaluation.runner (module level) -> evaluation.heads;
+    # evaluation.runner imports evaluation.baselines inside a function body
+    assert {"emoloom/__init__.py", "emoloom/training/loop.py", "emoloom/evaluation/heads.py",
+            "emoloom/evaluation/baselines.py", "emoloom/core/io.py"} <= files
+
+
+def test_a_missing_folder_dep_is_reported():
+    broken = copy.deepcopy(load_dvc_yaml())
+    broken["stages"]["eval_dev"]["deps"].remove("src/emoloom/modeling")
+    report = uncovered(broken)
+    assert list(report) == ["eval_dev"] and "src/emoloom/modeling/model.py" in report["eval_dev"]
+
+
+def test_the_flat_layout_deps_of_before_would_fail():
+    """The deps of the old dvc.yaml, which named single modules: eval_dev listed no model code at all."""
+    old = copy.deepcopy(load_dvc_yaml())
+    old["stages"]["eval_dev"]["deps"] = ["stages/eval_dev.py", "src/emoloom/evaluation/runner.py",
+                                         "src/emoloom/evaluation/decoding.py", "src/emoloom/evaluation/metrics.py"]
+    assert "src/emoloom/modeling/model.py" in uncovered(old)["eval_dev"]
