@@ -78,16 +78,8 @@ def _rss_mib(field: str) -> float:
 def _heads(model, tokenizer, prompts, batch_size, share_prefix):
     from emoloom.core.labels import LABELS
     from emoloom.evaluation.heads import heads_mode
-    from emoloom.modeling.batching import left_pad, length_buckets
 
-    if share_prefix:
-        label_logits, vad = heads_mode(model, tokenizer, prompts, batch_size)
-    else:                                                   # EmoModel.predict_heads as it stands, batched by length
-        label_logits, vad = torch.empty(len(prompts), model.heads.labels.out_features), torch.empty(len(prompts), 3)
-        for rows in length_buckets(prompts, batch_size):
-            ids, mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
-            logits, v = model.predict_heads(ids, mask)
-            label_logits[rows], vad[rows] = logits.float(), v.float()
+    label_logits, vad = heads_mode(model, tokenizer, prompts, batch_size, share_prefix)
     out = []                                                # the heads' decision rule (model.heads_decisions)
     for logits, v in zip(label_logits, vad):
         p = torch.sigmoid(logits)
@@ -179,7 +171,7 @@ def _agreement(a, b) -> str:
 MODES = (*DECODE_MODES, "heads", "heads_plain")
 LABEL = {"reference": "reference KV-off loop (batch 1)", "exact": "exact fast path (certified)",
          "cached": "KV-on batched", "heads": "heads mode (shared prefix)",
-         "heads_plain": "heads mode (plain predict_heads)"}
+         "heads_plain": "heads mode (plain forward per prompt)"}
 
 
 def report(dtype, res, bundle) -> list[str]:
@@ -216,7 +208,7 @@ def report(dtype, res, bundle) -> list[str]:
     dl = max(abs(a - b) for x, y in zip(fast, plain) for a, b in zip(x["logits"], y["logits"]))
     dv = max(abs(x["vad"][k] - y["vad"][k]) for x, y in zip(fast, plain) for k in "vad")
     same = sum(sorted(x["labels"]) == sorted(y["labels"]) for x, y in zip(fast, plain))
-    lines.append(f"- heads shared-prefix vs plain predict_heads: label sets equal {same}/{len(fast)}, max |label logit "
+    lines.append(f"- heads shared-prefix vs plain forward: label sets equal {same}/{len(fast)}, max |label logit "
                  f"diff| {dl:.3g}, max |VAD diff| {dv:.3g}")
     if bundle:
         gen = res["exact"]["parsed"]

@@ -7,16 +7,20 @@ metrics/compare.md (all three tables), metrics/compare.csv (dev table), metrics/
 metrics/compare_training.csv. docs/reporting.md describes every column.
 """
 
+from emoloom.core.config import from_section
 from emoloom.core.io import write_json, write_text
 from emoloom.core.params import load_params, load_section
+from emoloom.core.stage import run_stage
 from emoloom.reporting.compare import build_report
+from emoloom.reporting.figures import Style
 from emoloom.reporting.runs import runs_from_params
 
 
 def main() -> None:
     params = load_params()
     mixtures, seeds = runs_from_params(params)
-    report = build_report(mixtures, seeds, int(load_section("report")["smooth_window"]))
+    style = from_section(Style, load_section("report"), "report")
+    report = build_report(mixtures, seeds, style.smooth_window)
     write_json("metrics/compare.json", report.json())
     write_text("metrics/compare.md", report.markdown())
     write_text("metrics/compare.csv", report.dev.csv())
@@ -26,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("compare", main)

@@ -1,35 +1,38 @@
 """DVC stage `eval_dd_quick`: the time-budgeted cross-corpus probe on DailyDialog (paper: 1 hour, 48 new tokens).
 
 Rows are taken in a seeded order until the budget is spent; scores are in the 28-label space and projected to Ekman-7.
-Writes data/eval/dd_quick/outputs.jsonl and metrics/eval_dd_quick.json.
+Writes data/eval/dd_quick/outputs.jsonl, metrics/eval_dd_quick.json and metrics/eval_dd_quick_timing.json.
 """
 
 import json
 from pathlib import Path
 
+from emoloom.core.config import from_section
 from emoloom.core.io import write_json
 from emoloom.core.params import load_params
 from emoloom.core.resources import raw_root, resource_path
+from emoloom.core.stage import run_stage
 from emoloom.data.lexicon import load_lexicon
-from emoloom.evaluation.runner import EvalConfig, evaluate_file
+from emoloom.evaluation.runner import EvalConfig, QuickProbeConfig, evaluate_file
 
 PROBE = Path("data/weak/dailydialog/dev_dailydialog_weak.jsonl")
 
 
 def main() -> None:
     params = load_params()
-    quick = params["eval_dd_quick"]
-    run = f"{quick['mixture']}-s{quick['seed']}"
+    quick = from_section(QuickProbeConfig, params["eval_dd_quick"], "eval_dd_quick")
+    run = f"{quick.mixture}-s{quick.seed}"
     root = raw_root(params["data"]["raw_root"])
-    cfg = EvalConfig.from_params(params["eval"], time_budget_min=quick["time_budget_min"],
-                                 stream_seed=quick["stream_seed"], max_new_tokens=quick["max_new_tokens"])
+    cfg = EvalConfig.from_params(params["eval"], time_budget_min=quick.time_budget_min, stream_seed=quick.stream_seed,
+                                 max_new_tokens=quick.max_new_tokens)
     ekman = json.loads(resource_path(root, "goemotions_ekman").read_text(encoding="utf-8"))
-    metrics = evaluate_file(Path(f"data/sft/{run}/model"), PROBE, Path("data/eval/dd_quick"), cfg,
-                            train_path=Path(f"data/mix/{quick['mixture']}/train.jsonl"),
-                            lexicon=load_lexicon(params["weak_vad"]["lexicon"], root), ekman_mapping=ekman,
-                            desc=f"eval_dd_quick {run}")
-    write_json("metrics/eval_dd_quick.json", {"run": run, "time_budget_min": quick["time_budget_min"], **metrics})
+    result = evaluate_file(Path(f"data/sft/{run}/model"), PROBE, Path("data/eval/dd_quick"), cfg,
+                           train_path=Path(f"data/mix/{quick.mixture}/train.jsonl"),
+                           lexicon=load_lexicon(params["weak_vad"]["lexicon"], root), ekman_mapping=ekman,
+                           desc=f"eval_dd_quick {run}")
+    write_json("metrics/eval_dd_quick.json", {"run": run, "time_budget_min": quick.time_budget_min, **result["metrics"]})
+    write_json("metrics/eval_dd_quick_timing.json", {"run": run, **result["runtime"]})
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("eval_dd_quick", main)

@@ -7,7 +7,9 @@ mix.mixtures x sft.seeds) and writes plots/figures/{dev_scores_bars,dev_scores_r
 
 from pathlib import Path
 
+from emoloom.core.config import from_section
 from emoloom.core.params import load_params, load_section
+from emoloom.core.stage import run_stage
 from emoloom.reporting.compare import dev_table
 from emoloom.reporting.figures import Style, write_all
 from emoloom.reporting.runs import check_inputs, load_eval_runs, load_train_logs, runs_from_params
@@ -18,8 +20,7 @@ OUT_DIR = Path("plots/figures")
 def main() -> None:
     params = load_params()
     mixtures, seeds = runs_from_params(params)
-    cfg = load_section("report")
-    style = Style(dpi=int(cfg["dpi"]), font_size=float(cfg["font_size"]), smooth_window=int(cfg["smooth_window"]))
+    style = from_section(Style, load_section("report"), "report")
     check_inputs(mixtures, seeds, kinds=("eval", "train_log"))
     dev = dev_table(load_eval_runs(mixtures, seeds), seeds)
     for path in write_all(dev, load_train_logs(mixtures, seeds), OUT_DIR, style):
@@ -27,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("figures", main)

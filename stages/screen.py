@@ -6,45 +6,50 @@ A candidate whose package is not installed is listed as skipped, with the instal
 
 from pathlib import Path
 
+from emoloom.core.config import from_section
+from emoloom.core.errors import MissingInputError
 from emoloom.core.io import read_jsonl, write_json, write_text
 from emoloom.core.params import load_params
+from emoloom.core.stage import run_stage
 from emoloom.evaluation.runner import EvalConfig
-from emoloom.evaluation.screening import ProbeConfig, probe, rank, table_markdown, zero_shot
-from emoloom.modeling.backbones import load_backbone
+from emoloom.evaluation.screening import ProbeConfig, ScreenConfig, probe, rank, table_markdown, zero_shot
+from emoloom.modeling.backbones import BackboneConfig, BackboneNotInstalled, load_backbone
 from emoloom.reporting.figures import Style, screening_radar
 
 
 def main() -> None:
     params = load_params()
-    cfg = params["screen"]
-    train = list(read_jsonl(Path(f"data/mix/{cfg['mixture']}/train.jsonl")))
-    dev = list(read_jsonl(Path(f"data/mix/{cfg['mixture']}/dev.jsonl")))
-    decode = EvalConfig.from_params(params["eval"], max_new_tokens=cfg["max_new_tokens"],
-                                    time_budget_min=cfg["time_budget_min"], stream_seed=cfg["stream_seed"])
-    probe_cfg = ProbeConfig(**cfg["probe"])
+    section = dict(params["screen"])
+    probe_cfg = from_section(ProbeConfig, section.pop("probe", None), "screen.probe")
+    cfg = from_section(ScreenConfig, section, "screen")
+    backbone = from_section(BackboneConfig, params["backbone"], "backbone")
+    style = from_section(Style, params["report"], "report")
+    train = list(read_jsonl(Path(f"data/mix/{cfg.mixture}/train.jsonl")))
+    dev = list(read_jsonl(Path(f"data/mix/{cfg.mixture}/dev.jsonl")))
+    decode = EvalConfig.from_params(params["eval"], max_new_tokens=cfg.max_new_tokens,
+                                    time_budget_min=cfg.time_budget_min, stream_seed=cfg.stream_seed)
     zero, probed, skipped = {}, {}, {}
-    for name in cfg["candidates"]:
-        source = params["backbone"]["out_dir"] if name == params["backbone"]["name"] else name
+    for name in cfg.candidates:
+        source = backbone.out_dir if name == backbone.name else name
         try:
             lm, tokenizer = load_backbone(source)
-        except ModuleNotFoundError as err:        # an optional package that is not installed
+        except BackboneNotInstalled as err:        # an optional package that is not installed
             skipped[name] = str(err)
             print(f"screen: skipping {name}: {err}")
             continue
         zero[name] = zero_shot(lm, tokenizer, dev, decode)
-        probed[name] = probe(lm, tokenizer, train, dev[:cfg["probe_dev_rows"]], decode, probe_cfg)
+        probed[name] = probe(lm, tokenizer, train, dev[:cfg.probe_dev_rows], decode, probe_cfg)
     if not zero:
-        raise SystemExit(f"screen: no candidate could be loaded ({skipped})")
+        raise MissingInputError(f"screen: no candidate could be loaded ({skipped})")
     zero, probed = rank(zero), rank(probed)
     write_json("metrics/screen.json", {"zero_shot": zero, "probe": probed, "skipped": skipped,
-                                       "budget_min_per_candidate": cfg["time_budget_min"]})
+                                       "budget_min_per_candidate": cfg.time_budget_min})
     write_text("metrics/screen.md", table_markdown("Zero-shot quick eval (contract prompt, greedy)", zero) + "\n"
                + table_markdown(f"Probe: heads on frozen features ({probe_cfg.train_rows} rows, "
                                 f"{probe_cfg.epochs} steps)", probed)
                + "".join(f"\nSkipped {n}: {why}\n" for n, why in skipped.items()))
-    screening_radar({"Zero-shot": zero, "Probe (frozen features)": probed}, "plots/figures/screen_radar.png",
-                    Style(**params["report"]))
+    screening_radar({"Zero-shot": zero, "Probe (frozen features)": probed}, "plots/figures/screen_radar.png", style)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("screen", main)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from emoloom.core.config import from_section
 from emoloom.core.io import read_jsonl, write_json
 from emoloom.core.params import load_section
 from emoloom.core.resources import raw_root
+from emoloom.core.stage import run_stage
 from emoloom.data.lexicon import load_lexicon
 from emoloom.training.verifier_fit import VerifierConfig, train_verifier
 
@@ -21,7 +23,7 @@ OUT, METRICS = Path("data/verifier/verifier.pt"), Path("metrics/verifier.json")
 
 
 def main() -> None:
-    cfg = VerifierConfig(**load_section("train_verifier"))
+    cfg = from_section(VerifierConfig, load_section("train_verifier"), "train_verifier")
     lexicon = load_lexicon(load_section("weak_vad")["lexicon"], raw_root(load_section("data")["raw_root"]))
     tokenizer = AutoTokenizer.from_pretrained(load_section("backbone")["out_dir"])
     train = [r for path in TRAIN_FILES for r in read_jsonl(path)]
@@ -36,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train_verifier", main)

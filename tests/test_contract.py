@@ -20,14 +20,17 @@ from emoloom.core.contract import (
     build_prompt,
     build_rationale,
     build_target,
+    user_turn_start,
     json_end,
     parse_output,
 )
 from emoloom.core.labels import LABELS
 
 # Editing the prompt text without bumping PROMPT_VERSION fails here: add the new version's hash instead.
-PROMPT_SHA1 = {"emoloom-v1": "13b6b72f569e090ed7bbbcd04511323482028dde"}
+PROMPT_SHA1 = {"emoloom-v1": "13b6b72f569e090ed7bbbcd04511323482028dde",
+               "emoloom-v2": "1ec779037cbbc05b4e976d3a5a15c6bea19ecb90"}
 
+COMPACT_EXAMPLE = '{"labels":["gratitude"],"vad":{"v":0.81,"a":0.47,"d":0.58},"rationale":"thanks, love"}'
 DESIGN_EXAMPLE = (
     '{"labels": ["gratitude"], "vad": {"v": 0.81, "a": 0.47, "d": 0.58}, "rationale": "thanks and love signal gratitude"}'
 )
@@ -42,22 +45,22 @@ def expected_vad(x: float) -> float:
 # ---------------------------------------------------------------- target
 
 
-def test_design_example_is_reproduced_exactly():
-    assert build_target(["gratitude"], VAD, ["thanks", "love"]) == DESIGN_EXAMPLE
+def test_design_example_is_reproduced_in_compact_form():
+    """The design card's example line, with the compact separators and the cue-word rationale of emoloom-v2."""
+    assert build_target(["gratitude"], VAD, ["thanks", "love"]) == COMPACT_EXAMPLE
+    design = json.loads(DESIGN_EXAMPLE)
+    assert parse_output(COMPACT_EXAMPLE).labels == design["labels"] and parse_output(COMPACT_EXAMPLE).vad == design["vad"]
 
 
 def test_target_is_one_line_ascii_with_fixed_keys_and_two_decimals():
     t = build_target(["love", "admiration", "love"], {"v": 0.5, "a": 1, "d": 0}, ["café", "naïve"])
     assert "\n" not in t and t.isascii()
-    assert t == (
-        '{"labels": ["admiration", "love"], "vad": {"v": 0.50, "a": 1.00, "d": 0.00}, '
-        '"rationale": "cafe and naive signal admiration and love"}'
-    )
+    assert t == '{"labels":["admiration","love"],"vad":{"v":0.50,"a":1.00,"d":0.00},"rationale":"cafe, naive"}'
     assert list(json.loads(t)) == ["labels", "vad", "rationale"]
 
 
 def test_target_clips_and_rejects_bad_input():
-    assert '"vad": {"v": 0.00, "a": 1.00, "d": 0.99}' in build_target(["joy"], {"v": -0.3, "a": 1.7, "d": 0.994})
+    assert '"vad":{"v":0.00,"a":1.00,"d":0.99}' in build_target(["joy"], {"v": -0.3, "a": 1.7, "d": 0.994})
     with pytest.raises(ValueError, match="unknown label"):
         build_target(["happiness"], VAD)
     with pytest.raises(ValueError, match="NaN"):
@@ -79,7 +82,7 @@ def test_round_trip_many_label_and_vad_combinations():
         assert parsed.ok and parsed.failure is None, target
         assert parsed.labels == [l for l in LABELS if l in labels]
         assert parsed.vad == {k: expected_vad(vad[k]) for k in "vad"}
-        assert parsed.rationale == build_rationale(labels, cues)
+        assert parsed.rationale == build_rationale(cues)
 
 
 def test_build_is_deterministic():
@@ -92,31 +95,29 @@ def test_build_is_deterministic():
 
 
 @pytest.mark.parametrize(
-    "labels, cues, expected",
+    "cues, expected",
     [
-        (["gratitude"], ["thanks", "love"], "thanks and love signal gratitude"),
-        (["joy"], ["great"], "great signals joy"),
-        (["joy"], [], NO_CUES_RATIONALE),
-        (["neutral"], ["okay"], "okay signals neutral"),
-        ([], ["okay"], "okay signals no emotion"),
-        (["joy", "admiration", "love"], ["wow", "amazing", "love", "best"], "wow and amazing signal admiration and joy"),
-        (["anger"], ["Hate", "hate", "HATE!!", "\u201cdamn\u201d"], "hate and damn signal anger"),
-        (["joy"], ["\u2764", "  ", "yay"], "yay signals joy"),
+        (["thanks", "love"], "thanks, love"),
+        (["great"], "great"),
+        ([], NO_CUES_RATIONALE),
+        (["wow", "amazing", "love", "best"], "wow, amazing"),
+        (["Hate", "hate", "HATE!!", "\u201cdamn\u201d"], "hate, damn"),
+        (["\u2764", "  ", "yay"], "yay"),
     ],
 )
-def test_rationale_rule(labels, cues, expected):
-    assert build_rationale(labels, cues) == expected
+def test_rationale_rule(cues, expected):
+    assert build_rationale(cues) == expected
 
 
 def test_rationale_word_limit_truncates_cues():
-    long_cue = "one two three four five six seven eight nine"
-    assert build_rationale(["joy"], [long_cue, "yay"]) == f"{long_cue} signals joy"
-    too_long = " ".join(["w"] * 12)
-    assert build_rationale(["joy"], [too_long]) == NO_CUES_RATIONALE
+    long_cue = "one two three four five six seven eight nine ten eleven twelve"
+    assert build_rationale([long_cue, "yay"]) == long_cue
+    too_long = " ".join(["w"] * 13)
+    assert build_rationale([too_long]) == NO_CUES_RATIONALE
     rng = random.Random(1)
     vocab = ["so", "very much", "truly deeply madly", "ok", "x y z w"]
     for _ in range(200):
-        r = build_rationale(rng.sample(LABELS, rng.randint(0, 6)), rng.choices(vocab, k=rng.randint(0, 6)))
+        r = build_rationale(rng.choices(vocab, k=rng.randint(0, 6)))
         assert len(r.split()) <= MAX_RATIONALE_WORDS and r.isascii() and '"' not in r
 
 
@@ -296,7 +297,8 @@ def test_prompt_with_real_smollm2_tokenizer(smollm2_tokenizer):
     assert "SmolLM" not in prompt  # our system message replaces the template's default one
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     assert ids == tok(prompt)["input_ids"]  # the template carries all special tokens
-    assert len(tok(build_prompt("", None, tok), add_special_tokens=False)["input_ids"]) == 162  # fixed cost per sample
+    assert len(tok(build_prompt("", None, tok), add_special_tokens=False)["input_ids"]) == 166  # fixed cost per sample
+    assert user_turn_start(tok, ids) == 157 and tok.decode(ids[:157]).endswith("<|im_start|>user\n")  # at "Context:"
 
 
 @pytest.mark.slow
@@ -308,8 +310,8 @@ def test_target_tokens_with_real_smollm2_tokenizer(smollm2_tokenizer):
     t_ids = tok(target, add_special_tokens=False)["input_ids"]
     # prompt tokens are a prefix of prompt+target tokens, so SFT can mask the prompt by length
     assert tok(prompt + target, add_special_tokens=False)["input_ids"] == p_ids + t_ids
-    assert len(t_ids) == 51
+    assert len(t_ids) == 43
     assert parse_output(tok.decode(t_ids)).ok
     longest = sorted(LABELS, key=lambda l: -len(tok(l)["input_ids"]))[:2]
     worst = build_target(longest, VAD, ["overwhelmingly heartbreaking", "unbelievable"])
-    assert len(tok(worst, add_special_tokens=False)["input_ids"]) <= 64  # the paper's new-token budget
+    assert len(tok(worst, add_special_tokens=False)["input_ids"]) + 1 <= 64  # + EOS: the paper's new-token budget

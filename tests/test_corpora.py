@@ -104,3 +104,18 @@ def test_too_many_bad_rows_stop_the_file(tmp_path):
 def test_ed_formats_need_labels_file():
     with pytest.raises(DataError, match="labels.txt"):
         ReadOptions().ed_labels_file()
+
+
+def test_an_unclosed_quote_loses_no_row_silently(tmp_path, raw_root):
+    """csv would read the lines after an unclosed quote as one field: every swallowed line is counted as lost."""
+    path = tmp_path / "train.csv"
+    path.write_text('text,aug_text,label\n'
+                    'I was so happy today,x,1\n'
+                    '"I forgot the closing quote,x,2\n'
+                    'this row vanishes into the quote,x,3\n'
+                    'and so does this one,x,4\n')
+    rows, report = read(read_empathetic_situations, path, raw_root / "empatheticdialogues/labels.txt")
+    assert [r.key for r in rows] == ["row2"]
+    assert report.rows_in == 4 and report.dropped == {"unclosed_quote": 3}
+    with pytest.raises(DataError, match="3 of 4 rows are malformed"):
+        check_bad_fraction(report, 0.01)

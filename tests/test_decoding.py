@@ -8,13 +8,12 @@ import copy
 import pytest
 import torch
 
-from emoloom.core.contract import encode_prompt
+from emoloom.core.contract import encode_prompt, user_turn_start
 from emoloom.evaluation import calibration, decoding
 from emoloom.evaluation.calibration import measure_logit_gap
 from emoloom.evaluation.decoding import DEFAULT_BOUNDS, certifying_forward, decode, reference_logits
 from emoloom.evaluation.heads import heads_mode
 from emoloom.modeling.backbones import load_backbone
-from emoloom.modeling.batching import left_pad
 from emoloom.modeling.model import EmoModel, Heads
 from emoloom.training.dev_eval import greedy_decode
 
@@ -163,19 +162,19 @@ def test_exact_in_bf16_settles_near_ties_with_the_reference_step(smollm, prompts
 
 
 @pytest.mark.slow
-def test_heads_mode_matches_predict_heads(smollm, prompts):
-    """The shared-prefix heads fast path computes EmoModel.predict_heads' quantity (up to rounding)."""
+def test_heads_mode_with_a_shared_prefix_matches_the_plain_forward(smollm, prompts):
+    """Heads mode runs each batch's system prompt once; the pooled user turns, and so the heads, match the plain
+    forward of every whole prompt (up to rounding), whatever the batch composition."""
     lm, tokenizer = smollm
     torch.manual_seed(0)
     model = EmoModel(lm, Heads(lm.config.hidden_size)).eval()
     label_logits, vad = heads_mode(model, tokenizer, prompts, batch_size=3)
-    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
-    with torch.no_grad():
-        want_logits, want_vad = model.predict_heads(ids, mask)
-    assert label_logits.shape == want_logits.shape and vad.shape == (len(prompts), 3)
-    assert torch.allclose(label_logits, want_logits, atol=1e-4) and torch.allclose(vad, want_vad, atol=1e-5)
-    plain_logits, _ = heads_mode(model, tokenizer, prompts[::-1], batch_size=2, share_prefix=False)
-    assert torch.allclose(plain_logits.flip(0), want_logits, atol=1e-4)
+    plain_logits, plain_vad = heads_mode(model, tokenizer, prompts[::-1], batch_size=2, share_prefix=False)
+    assert label_logits.shape == (len(prompts), 28) and vad.shape == (len(prompts), 3)
+    assert torch.allclose(label_logits, plain_logits.flip(0), atol=1e-4)
+    assert torch.allclose(vad, plain_vad.flip(0), atol=1e-5)
+    starts = [user_turn_start(tokenizer, p) for p in prompts]
+    assert all(100 < s < len(p) for s, p in zip(starts, prompts))     # after the shared system text
 
 
 def test_bad_arguments_are_refused(smollm):

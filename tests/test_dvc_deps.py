@@ -3,7 +3,6 @@ code change can never leave a stale result marked up to date."""
 
 from __future__ import annotations
 
-import ast
 import copy
 from pathlib import Path
 

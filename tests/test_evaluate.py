@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import run_tiny
 
+from emoloom.core.errors import DataError, MissingInputError
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import load_antonyms
 from emoloom.evaluation import runner as ev
 from emoloom.evaluation.runner import EvalConfig, evaluate_file, major_version_drift
+from emoloom.training.config import LossWeights
 
 CFG = EvalConfig(max_new_tokens=6, decode_mode="cached", batch_size=4, max_len=512)
 
@@ -28,8 +32,10 @@ def lines(path):
 
 def test_evaluate_file_writes_outputs_and_all_metric_blocks(bundle, tiny_run, nrc, tmp_path):
     antonyms = load_antonyms(tiny_run / "antonyms.tsv", nrc)
-    m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, CFG, train_path=tiny_run / "train.jsonl",
-                      lexicon=nrc, antonyms=antonyms)
+    result = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, CFG, train_path=tiny_run / "train.jsonl",
+                           lexicon=nrc, antonyms=antonyms)
+    m = result["metrics"]
+    assert "decode" not in m and "speed" not in m and result["runtime"]["decode"]["rows"] > 0
     out = lines(tmp_path / "outputs.jsonl")
     n = len(list(read_jsonl(tiny_run / "dev.jsonl")))
     assert "_fingerprint" in out[0] and len(out) == n + 1 and m["n_evaluated"] == n
@@ -42,7 +48,7 @@ def test_evaluate_file_writes_outputs_and_all_metric_blocks(bundle, tiny_run, nr
 
 
 def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, monkeypatch):
-    full = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "full", CFG)
+    full = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "full", CFG)["metrics"]
     real, decoded = ev._decode, []
 
     def dying(model, tokenizer, prompts, cfg):
@@ -63,27 +69,40 @@ def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, mo
     monkeypatch.setattr(ev, "_decode", counting)
     resumed = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "killed", CFG)
     assert sum(decoded[1:]) == full["n_evaluated"] - CFG.batch_size
-    assert resumed["generated"] == full["generated"]
+    assert resumed["metrics"] == full                # the metrics file of a resumed run is the uninterrupted one's
+    assert resumed["runtime"]["rows_decoded_this_run"] == full["n_evaluated"] - CFG.batch_size
     # another decoding config is another fingerprint: the file starts afresh
     other = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "killed", replace(CFG, max_new_tokens=3))
-    assert other["n_evaluated"] == full["n_evaluated"]
+    assert other["metrics"]["n_evaluated"] == full["n_evaluated"]
+
+
+def test_a_torn_last_line_is_cut_before_resuming(bundle, tiny_run, tmp_path):
+    full = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "full", CFG)["metrics"]
+    out = tmp_path / "torn/outputs.jsonl"
+    out.parent.mkdir()
+    kept = (tmp_path / "full/outputs.jsonl").read_text().splitlines(keepends=True)[:3]   # fingerprint + 2 rows
+    out.write_text("".join(kept) + kept[-1][:25])                                         # + a torn third row
+    resumed = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "torn", CFG)["metrics"]
+    rows = lines(out)                                  # every line parses: the torn one was cut, not appended to
+    ids = [r["id"] for r in rows[1:]]
+    assert len(ids) == len(set(ids)) == full["n_evaluated"] and resumed == full
 
 
 def test_quick_mode_stops_at_the_budget_in_seeded_order(bundle, tiny_run, tmp_path):
     quick = replace(CFG, time_budget_min=1e-6, stream_seed=7)
-    m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, quick)
+    m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, quick)["metrics"]
     assert m["n_evaluated"] == CFG.batch_size < m["n_records"]
     ids = [r["id"] for r in lines(tmp_path / "outputs.jsonl")[1:]]
     assert ids == [r["id"] for r in ev.ordered(list(read_jsonl(tiny_run / "dev.jsonl")), quick)][:CFG.batch_size]
 
 
 def test_overflowing_inputs_count_as_invalid(bundle, tiny_run, tmp_path):
-    m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, replace(CFG, max_len=20))
+    m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, replace(CFG, max_len=20))["metrics"]
     assert m["generated"]["parse_ok"] == 0.0 and m["generated"]["failures"] == {"input_overflow": m["n_evaluated"]}
 
 
 def test_clear_errors(bundle, tiny_run, tmp_path):
-    with pytest.raises(ValueError, match="time budget must be > 0"):
+    with pytest.raises(ValueError, match=r"eval.time_budget_min: must be > 0"):
         EvalConfig(time_budget_min=0)
     with pytest.raises(FileNotFoundError, match="not an EmoLoom model bundle"):
         evaluate_file(tmp_path, tiny_run / "dev.jsonl", tmp_path / "o", CFG)
@@ -94,9 +113,21 @@ def test_clear_errors(bundle, tiny_run, tmp_path):
     with pytest.raises(ValueError, match="another label space"):
         evaluate_file(other, tiny_run / "dev.jsonl", tmp_path / "o", CFG)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a"}\n{"id": \n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+    bad.write_text('{"id": "a", "text": "fine", "labels": []}\n{"id": \n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
         evaluate_file(bundle, bad, tmp_path / "o", CFG)
+    bad.write_text('{"id": "a", "text": "fine", "labels": ["joy"]}\n{"id": "b", "labels": ["joy"]}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: record without text"):
+        evaluate_file(bundle, bad, tmp_path / "o", CFG)
+    bad.write_text('{"id": "a", "text": "fine", "labels": ["joy"]}\n{"id": "b", "text": "ok", "labels": ["happy"]}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: unknown label\(s\) \['happy'\]"):
+        evaluate_file(bundle, bad, tmp_path / "o", CFG)
+    with pytest.raises(MissingInputError, match="training file .*missing.jsonl does not exist"):
+        evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "o", CFG, train_path=tmp_path / "missing.jsonl",
+                      lexicon=object())
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "a_file", CFG)
 
 
 def test_major_version_drift_warns():
@@ -113,5 +144,30 @@ def test_evaluate_cli(bundle, tiny_run, tmp_path, capsys):
           "--max-new-tokens", "4", "--time-budget-min", "0.0001", "--batch-size", "2"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_evaluated"] == 2 and "ParseOK" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="time budget must be > 0"):
-        main(["evaluate", str(bundle), str(tiny_run / "dev.jsonl"), "--out", str(tmp_path), "--time-budget-min", "0"])
+    for flag, value in (("--time-budget-min", "0"), ("--max-rows", "0"), ("--batch-size", "-1")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["evaluate", str(bundle), str(tiny_run / "dev.jsonl"), "--out", str(tmp_path), flag, value])
+        assert exit_.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+    assert (tmp_path / "runtime.json").is_file() and "decode" not in metrics
+
+
+def test_a_bundle_loads_from_any_working_directory(tiny_run, nrc, tmp_path, monkeypatch):
+    """bundle.json names the backbone relative to the bundle, not to the directory the run started in."""
+    from conftest import MIX, TINY_CFG, TINY_LORA
+
+    from emoloom.modeling.model import load_bundle
+    from emoloom.training.config import RunPaths
+    from emoloom.training.loop import train
+
+    monkeypatch.chdir(tiny_run)
+    relative = RunPaths(train=Path("train.jsonl"), dev=Path("dev.jsonl"), backbone=Path("backbone"),
+                        verifier=Path("verifier.pt"), antonyms=Path("antonyms.tsv"), out=Path("rel_run"),
+                        plots=Path("rel_run/plots"))
+    train(replace(TINY_CFG, max_steps=2, pass_steps=2), LossWeights(), TINY_LORA, relative, MIX, nrc, "rel")
+    monkeypatch.chdir(tmp_path)
+    model, _, info = load_bundle(tiny_run / "rel_run/model")
+    assert not Path(info["backbone"]).is_absolute() and model.heads is not None
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run / "rel_run/model", moved)
+    with pytest.raises(MissingInputError, match="its backbone .* is missing"):
+        load_bundle(moved)

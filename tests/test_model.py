@@ -40,7 +40,7 @@ def test_bundle_carries_the_feature_statistics(tiny_run, nrc, tmp_path):
     assert torch.equal(model.heads.feature_scale, saved["heads.feature_scale"])
     assert saved["heads.feature_mean"].abs().sum() > 0          # fitted, not the defaults
 
-    stale = tmp_path / "stale"
+    stale = tiny_run / "stale/model"                              # beside the original: the backbone path still holds
     shutil.copytree(bundle, stale)
     save_file({k: v for k, v in saved.items() if not k.startswith("heads.feature_")},
               str(stale / "trainable.safetensors"))

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from emoloom.core.errors import ParamError
 from emoloom.core.tables import BEST, SECOND
 from emoloom.reporting import compare as report
 from emoloom.reporting import figures, runs
@@ -224,7 +225,7 @@ def test_eval_file_of_the_wrong_run_is_refused(tmp_path):
 def test_runs_from_params():
     params = {"mix": {"mixtures": {"20_80": [20, 80], "80_20": [80, 20]}}, "sft": {"seeds": [11, 22]}}
     assert runs.runs_from_params(params) == (["20_80", "80_20"], [11, 22])
-    with pytest.raises(KeyError, match="sft.seeds"):
+    with pytest.raises(ParamError, match="sft.seeds"):
         runs.runs_from_params({"mix": {"mixtures": {"a": [1, 1]}}})
     with pytest.raises(ValueError, match="duplicates"):
         runs.runs_from_params({**params, "sft": {"seeds": [11, 11]}})

@@ -39,6 +39,17 @@ def test_rebalance_and_bad_weights():
         MixtureSampler({"A": -1, "B": 1})
 
 
+def test_rebalance_keeps_the_weight_of_a_source_not_drawn_in_the_pass():
+    s = MixtureSampler({"A": 20, "B": 80})
+    s.rebalance({"B": 0.5})                      # only B was drawn: A has no entropy to judge it by
+    assert s.weights == pytest.approx({"A": 0.2, "B": 0.8})
+    s3 = MixtureSampler({"A": 1, "B": 1, "C": 2})
+    s3.rebalance({"A": 1.0, "B": 3.0})           # A and B share their half 3:1, C keeps its half
+    assert s3.weights == pytest.approx({"A": 0.375, "B": 0.125, "C": 0.5})
+    s3.rebalance({})
+    assert s3.weights == pytest.approx({"A": 0.375, "B": 0.125, "C": 0.5})
+
+
 def test_flip_swaps_polar_antonyms_only(tmp_path):
     lex = Lexicon("toy", {"happy": (0.95, 0.7, 0.6), "unhappy": (0.1, 0.5, 0.3), "hot": (0.5, 0.7, 0.5),
                           "cold": (0.45, 0.4, 0.4), "win": (0.9, 0.8, 0.8), "lose": (0.1, 0.6, 0.2)})

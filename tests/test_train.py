@@ -112,7 +112,7 @@ def test_gradients_flow_from_every_loss_term(tiny_run, nrc):
     antonyms = load_antonyms(tiny_run / "antonyms.tsv", nrc)
     examples = train_setup.build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0), antonyms, random.Random(0))
     batch = collate([e for e in examples if e.flipped_prompt_ids][:2] + examples[:2], tokenizer.pad_token_id)
-    assert batch.flip_ids is not None
+    assert batch.flip_rows.numel() >= 2 and batch.input_ids.size(0) == 4 + batch.flip_rows.numel()
     table, lexical = vocab_vad_table(tokenizer, nrc, len(tokenizer))
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
     heads = list(model.heads.parameters())

@@ -6,9 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from emoloom.core.errors import DataError
-from emoloom.core.resources import MissingResourceError, raw_root, resource_path
+from emoloom.core.errors import EmoloomError, ParamError
+from emoloom.core.resources import raw_root, resource_path
 from emoloom.data.corpora import FORMATS, ReadOptions
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def _default_root() -> str | None:
@@ -16,7 +30,7 @@ def _default_root() -> str | None:
     try:
         from emoloom.core.params import load_section
         return load_section("data")["raw_root"]
-    except (OSError, KeyError):
+    except (OSError, ParamError):
         return None
 
 
@@ -44,8 +58,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                      max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,
                      stream_seed=args.seed if args.time_budget_min else None, precision=args.precision)
     lexicon = load_lexicon(args.lexicon, raw_root(args.raw_root or _default_root())) if args.train else None
-    metrics = evaluate_file(args.model, args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
+    result = evaluate_file(args.model, args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
+    metrics = result["metrics"]
     write_json(args.out / "metrics.json", metrics)
+    write_json(args.out / "runtime.json", result["runtime"])
     gen, paper = metrics["generated"], metrics["generated"]["paper"]
     print(f"{metrics['n_evaluated']}/{metrics['n_records']} rows: ParseOK {gen['parse_ok']}, macro-F1 "
           f"{paper['labels']['macro_f1']} (strict {gen['strict']['labels']['macro_f1']}), 1-RMSE "
@@ -85,12 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", default="exact", choices=["exact", "reference", "cached", "heads"],
                     help="exact: protocol KV-off outputs, fast (default); reference: the plain KV-off loop; "
                          "cached: KV on; heads: no decoding, labels and VAD from the heads")
-    ev.add_argument("--time-budget-min", type=float, help="quick mode: stop after this many minutes")
+    ev.add_argument("--time-budget-min", type=positive_float, help="quick mode: stop after this many minutes")
     ev.add_argument("--seed", type=int, default=42, help="quick mode: seeded row order (default: 42)")
-    ev.add_argument("--max-rows", type=int, help="evaluate the first N rows only")
-    ev.add_argument("--max-new-tokens", type=int, default=64, help="decoding budget (default: 64)")
-    ev.add_argument("--batch-size", type=int, default=16, help="rows decoded together (default: 16)")
-    ev.add_argument("--max-len", type=int, default=1536, help="prompt + answer tokens (default: 1536)")
+    ev.add_argument("--max-rows", type=positive_int, help="evaluate the first N rows only")
+    ev.add_argument("--max-new-tokens", type=positive_int, default=64, help="decoding budget (default: 64)")
+    ev.add_argument("--batch-size", type=positive_int, default=16, help="rows decoded together (default: 16)")
+    ev.add_argument("--max-len", type=positive_int, default=1536, help="prompt + answer tokens (default: 1536)")
     ev.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="default: fp32")
     ev.add_argument("--train", type=Path, help="training JSONL: adds the baselines on the same rows")
     ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines)")
@@ -108,5 +124,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, MissingResourceError, FileNotFoundError, ValueError) as e:
+    except (EmoloomError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
         sys.exit(f"error: {e}")

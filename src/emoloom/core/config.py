@@ -101,6 +101,26 @@ def from_section(cls: type, section: Mapping | None, where: str, **overrides: An
     return config
 
 
+def split_section(section: Mapping | None, where: str, *classes: type) -> list:
+    """One params section that feeds several config classes: each key goes to the class that has it; a key no
+    class knows raises ParamError naming it. Returns one validated instance per class, in order."""
+    if section is None:
+        section = {}
+    if not isinstance(section, Mapping):
+        raise ParamError(f"{where}: expected a mapping of keys, got {type(section).__name__}")
+    names = [{f.name for f in dataclasses.fields(c) if f.init} for c in classes]
+    unknown = sorted(set(section) - set().union(*names))
+    if unknown:
+        raise ParamError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(set().union(*names)))}")
+    return [from_section(c, {k: v for k, v in section.items() if k in n}, where) for c, n in zip(classes, names)]
+
+
+def require(condition: bool, message: str) -> None:
+    """A cross-field rule of a config: ParamError(message) unless it holds."""
+    if not condition:
+        raise ParamError(message)
+
+
 def help_table(cls: type) -> str:
     """The fields of a config class as a Markdown table: key, default, allowed values, help."""
     lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]

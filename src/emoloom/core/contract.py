@@ -6,6 +6,7 @@ The rules are documented in docs/contract.md; changing the prompt text requires 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -15,24 +16,23 @@ from typing import Sequence
 
 from emoloom.core.labels import LABEL_INDEX, LABELS
 
-PROMPT_VERSION = "emoloom-v1"
+PROMPT_VERSION = "emoloom-v2"
 
 SYSTEM_PROMPT = (
     "Label the emotions of the message. Reply with one line of JSON only:\n"
-    '{"labels": [...], "vad": {"v": ..., "a": ..., "d": ...}, "rationale": "..."}\n'
+    '{"labels":[...],"vad":{"v":...,"a":...,"d":...},"rationale":"..."}\n'
     f"labels: one or more of {', '.join(LABELS)}.\n"
     "v, a, d: valence, arousal, dominance from 0 to 1, two decimals.\n"
-    "rationale: at most 12 words."
+    "rationale: the words that carry the emotion, at most 12."
 )
 CONTEXT_HEADER = "Context:"
 MESSAGE_PREFIX = "Message: "
 PLAIN_ANSWER_CUE = "JSON:\n"  # ends the plain-text prompt of tokenizers without a chat template
 
-# Caps keep the target line within the 64-token generation budget (docs/contract.md has the measurement).
+# Caps keep the target line within the 48-token generation budget (docs/contract.md has the measurement).
 MAX_RATIONALE_WORDS = 12
 MAX_RATIONALE_CUES = 2
-MAX_RATIONALE_LABELS = 2
-NO_CUES_RATIONALE = "no strong cue words"
+NO_CUES_RATIONALE = "no cue words"
 
 FAILURES = (
     "no_json",         # no balanced {...} object at all
@@ -88,12 +88,22 @@ def encode_prompt(tokenizer, text: str, turns: Sequence[str]) -> list[int]:
     return tokenizer(build_prompt(text, turns, tokenizer), add_special_tokens=False).input_ids
 
 
+@functools.lru_cache(maxsize=8)
+def _system_part(tokenizer) -> tuple[int, tuple[int, ...]]:
+    """(length, ids) of the prompt before any message: the tokens two prompts with different messages share."""
+    a, b = encode_prompt(tokenizer, "a", []), encode_prompt(tokenizer, "b", [])
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return n, tuple(a[:n])
+
+
+def user_turn_start(tokenizer, prompt_ids: Sequence[int]) -> int:
+    """Where a prompt's own part begins (its message, or its dialogue context): the tokens before it are the same
+    system text for every record. The heads pool over the prompt from here on."""
+    n, system = _system_part(tokenizer)
+    return next((i for i, (x, y) in enumerate(zip(prompt_ids, system)) if x != y), min(n, len(prompt_ids)))
+
+
 # ---------------------------------------------------------------- target
-
-def _join(words: Sequence[str]) -> str:
-    """'a' / 'a and b' / 'a, b and c'."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
-
 
 def _ascii_word(word: str) -> str:
     word = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode().lower()
@@ -108,18 +118,15 @@ def canonical_labels(labels: Sequence[str]) -> list[str]:
     return sorted(set(labels), key=LABEL_INDEX.__getitem__)
 
 
-def build_rationale(labels: Sequence[str], cue_words: Sequence[str]) -> str:
-    """'<cues> signal(s) <labels>' within MAX_RATIONALE_WORDS, or NO_CUES_RATIONALE.
+def build_rationale(cue_words: Sequence[str]) -> str:
+    """The words that carry the emotion: '<cue>' or '<cue>, <cue>' within MAX_RATIONALE_WORDS, else NO_CUES_RATIONALE.
 
     Cue words keep the caller's (salience) order, are made lowercase ASCII and deduplicated; the longest prefix
-    of at most MAX_RATIONALE_CUES of them that fits is used. At most MAX_RATIONALE_LABELS labels are named,
-    in canonical order.
+    of at most MAX_RATIONALE_CUES of them that fits is used.
     """
-    named = canonical_labels(labels)[:MAX_RATIONALE_LABELS]
-    label_phrase = _join(named) if named else "no emotion"
     cues = list(dict.fromkeys(w for w in map(_ascii_word, cue_words) if w))[:MAX_RATIONALE_CUES]
     for k in range(len(cues), 0, -1):
-        sentence = f"{_join(cues[:k])} {'signals' if k == 1 else 'signal'} {label_phrase}"
+        sentence = ", ".join(cues[:k])
         if len(sentence.split()) <= MAX_RATIONALE_WORDS:
             return sentence
     return NO_CUES_RATIONALE
@@ -133,16 +140,15 @@ def _vad_number(x: float) -> str:
 
 
 def build_target(labels: Sequence[str], vad: dict[str, float], cue_words: Sequence[str] = ()) -> str:
-    """The one-line JSON answer, e.g.
-    {"labels": ["gratitude"], "vad": {"v": 0.81, "a": 0.47, "d": 0.58}, "rationale": "thanks and love signal gratitude"}
+    """The one-line JSON answer, compact (no spaces between tokens), e.g.
+    {"labels":["gratitude"],"vad":{"v":0.81,"a":0.47,"d":0.58},"rationale":"thanks, love"}
 
     Labels in canonical order; v, a, d clipped to [0, 1] and written with exactly two decimals.
     """
     v, a, d = (_vad_number(vad[k]) for k in "vad")
-    return (
-        f'{{"labels": {json.dumps(canonical_labels(labels))}, "vad": {{"v": {v}, "a": {a}, "d": {d}}}, '
-        f'"rationale": {json.dumps(build_rationale(labels, cue_words))}}}'
-    )
+    labels_json = json.dumps(canonical_labels(labels), separators=(",", ":"))
+    return (f'{{"labels":{labels_json},"vad":{{"v":{v},"a":{a},"d":{d}}},'
+            f'"rationale":{json.dumps(build_rationale(cue_words))}}}')
 
 
 # ---------------------------------------------------------------- parser

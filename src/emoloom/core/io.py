@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from emoloom.core.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -78,7 +80,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
+                raise DataError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
 
 
 def sha1_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -67,10 +67,13 @@ def _csv_rows(path: Path, header: list[str], report: FileReport) -> Iterator[tup
     first = next(reader, None)
     if first is None or [c.strip() for c in first] != header:
         raise DataError(f"{path}:1: expected header {','.join(header)}, got {first}")
+    last = reader.line_num
     for fields in reader:
-        lineno = reader.line_num
-        report.rows_in += 1
-        if len(fields) != len(header):
+        lineno, span, last = reader.line_num, reader.line_num - last, reader.line_num
+        report.rows_in += max(span, 1)
+        if span > 1:                   # an unclosed quote swallowed the following lines: every one of them is lost
+            report.dropped["unclosed_quote"] += span
+        elif len(fields) != len(header):
             report.skip("bad_columns")
         elif _undecodable(*fields):
             report.skip("undecodable")
@@ -167,15 +170,21 @@ def read_emobank(path: Path, report: FileReport) -> Iterator[RawRow]:
 
 def verified(rows: Iterable, report: FileReport, max_bad_frac: float) -> Iterator:
     """Pass rows through; once they are exhausted (before an atomic write moves its output into place), stop if
-    too many were malformed."""
-    yield from rows
+    too many were malformed, or if none was kept at all."""
+    kept = 0
+    for row in rows:
+        kept += 1
+        yield row
     check_bad_fraction(report, max_bad_frac)
+    if not kept:
+        raise DataError(f"{report.path}: no row kept ({report.rows_in} read, dropped {dict(report.dropped) or 'none'}); "
+                        f"is the file empty or the wrong one?")
 
 
 def check_bad_fraction(report: FileReport, max_bad_frac: float) -> None:
     """Stop when too many rows of one file were skipped: the file is probably not what the layout says."""
     bad = sum(n for reason, n in report.dropped.items()
-              if reason in {"bad_columns", "undecodable", "bad_json", "turn_label_mismatch"})
+              if reason in {"bad_columns", "undecodable", "bad_json", "turn_label_mismatch", "unclosed_quote"})
     if report.rows_in and bad > max_bad_frac * report.rows_in:
         raise DataError(f"{report.path}: {bad} of {report.rows_in} rows are malformed "
                         f"({dict(report.dropped)}), over the limit of {max_bad_frac:.1%}; is it the right file?")

@@ -9,7 +9,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from emoloom.core.errors import DataError
+from emoloom.core.errors import DataError, ParamError
 from emoloom.core.resources import resource_path
 
 VAD = tuple[float, float, float]
@@ -81,5 +81,5 @@ LOADERS = {"nrc_vad": load_nrc_vad, "warriner2013": load_warriner}
 def load_lexicon(name: str, root: Path) -> Lexicon:
     """Load a lexicon by name (a folder name of the raw layout: "nrc_vad" or "warriner2013") from the raw-data root."""
     if name not in LOADERS:
-        raise ValueError(f"unknown lexicon {name!r}; choose one of {sorted(LOADERS)}")
+        raise ParamError(f"unknown lexicon {name!r}; choose one of {sorted(LOADERS)}")
     return LOADERS[name](resource_path(root, name))

@@ -8,6 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
+
+from emoloom.core.config import option, require, validate
+from emoloom.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """The mixtures and their frozen split (params.yaml `mix`)."""
+    seed: int = option(42, "seed of the sample, the order and the train/dev split")
+    dev_frac: float = option(0.05, "a record is in dev iff hash(seed, id) < dev_frac", gt=0, lt=1)
+    max_rows: int | None = option(None, "cap on a mixture's size (null: as large as the ratio allows)", ge=2)
+    mixtures: dict = option(default_factory=dict, help="name -> [GoEmotions weight, EmpatheticDialogues weight]")
+
+    def __post_init__(self) -> None:
+        validate(self, "mix")
+        require(bool(self.mixtures), "mix.mixtures: at least one mixture is needed")
+        for name, weights in self.mixtures.items():
+            ok = (isinstance(weights, (list, tuple)) and len(weights) == 2
+                  and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
+                  and sum(weights) > 0)
+            require(ok, f"mix.mixtures.{name}: expected [GoEmotions weight, EmpatheticDialogues weight], numbers >= 0 "
+                        f"and not both 0; got {weights!r}")
 
 
 def unit_hash(*parts: object) -> float:
@@ -23,7 +46,7 @@ def is_dev(record_id: str, seed: int, dev_frac: float) -> bool:
 def mixture_sizes(n_a: int, n_b: int, weight_a: float, weight_b: float, max_rows: int | None = None) -> tuple[int, int]:
     """Largest (k_a, k_b) with k_a : k_b = weight_a : weight_b that both pools (and max_rows) allow."""
     if weight_a < 0 or weight_b < 0 or weight_a + weight_b <= 0:
-        raise ValueError(f"mixture weights must be >= 0 and not both 0, got {weight_a}:{weight_b}")
+        raise DataError(f"mixture weights must be >= 0 and not both 0, got {weight_a}:{weight_b}")
     share_a = weight_a / (weight_a + weight_b)
     limits = [n_a / share_a if share_a > 0 else math.inf, n_b / (1 - share_a) if share_a < 1 else math.inf]
     if max_rows is not None:
@@ -46,4 +69,9 @@ def build_mixture(pool_a: list[dict], pool_b: list[dict], weight_a: float, weigh
     rows.sort(key=lambda r: unit_hash(seed, "order", r["id"]))
     train = [r for r in rows if not is_dev(r["id"], seed, dev_frac)]
     dev = [r for r in rows if is_dev(r["id"], seed, dev_frac)]
+    for split, part in (("train", train), ("dev", dev)):
+        if not part:
+            raise DataError(f"mixture {weight_a}:{weight_b}: the {split} split is empty ({len(rows)} rows sampled "
+                            f"from pools of {len(pool_a)} and {len(pool_b)} rows, dev_frac={dev_frac}); "
+                            f"check the weak_vad output (tau) and mix.dev_frac")
     return train, dev

@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from emoloom.core.config import option, require, validate
 from emoloom.core.errors import DataError
 from emoloom.core.io import write_jsonl
 from emoloom.core.labels import LABELS
@@ -19,10 +20,17 @@ from emoloom.data.records import Deduper, filter_records
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    min_tokens: int = 3            # QC: shortest text kept, in word tokens
-    max_tokens: int = 128          # QC: longest text kept, in word tokens
-    context_turns: int = 2         # dialogue turns kept before an utterance as its context
-    max_bad_frac: float = 0.01     # a file with more malformed rows than this fraction stops the stage
+    """QC of the prepare stage (params.yaml `prepare`)."""
+    min_tokens: int = option(3, "QC: shortest text kept, in word tokens", ge=1)
+    max_tokens: int = option(128, "QC: longest text kept, in word tokens", ge=1)
+    context_turns: int = option(2, "dialogue turns kept before an utterance as its context", ge=0)
+    max_bad_frac: float = option(0.01, "a file with more malformed rows than this fraction stops the stage", ge=0,
+                                 le=1)
+
+    def __post_init__(self) -> None:
+        validate(self, "prepare")
+        require(self.max_tokens >= self.min_tokens,
+                f"prepare.max_tokens ({self.max_tokens}) must be >= prepare.min_tokens ({self.min_tokens})")
 
 
 # corpus -> (split, raw resource, format). Files of one corpus are read in this order and a text seen earlier wins,

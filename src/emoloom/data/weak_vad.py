@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emoloom.core.config import option, require, validate
 from emoloom.core.text import FUNCTION_WORDS, clauses, words
 from emoloom.data.lexicon import VAD, Lexicon
 
@@ -32,9 +33,26 @@ DEGREE_SCOPE = 2
 
 @dataclass(frozen=True)
 class WeakVadConfig:
-    epsilon: float = 0.01             # label smoothing: x -> (1 - 2 eps) x + eps
-    negation_strength: float = 0.5    # how far a negated term's valence is mirrored across 0.5 (1 = full flip)
-    use_modifiers: bool = True        # apply negation and degree adverbs at all
+    """How a text is scored (params.yaml `weak_vad`, scoring keys)."""
+    epsilon: float = option(0.01, "label smoothing: x -> (1 - 2 eps) x + eps", ge=0, lt=0.5)
+    negation_strength: float = option(0.5, "how far a negated term's valence is mirrored across 0.5 (1 = full flip)",
+                                      ge=0, le=1)
+    use_modifiers: bool = option(True, "apply negation and degree adverbs at all")
+
+    def __post_init__(self) -> None:
+        validate(self, "weak_vad")
+
+
+@dataclass(frozen=True)
+class WeakVadFilter:
+    """Which lexicon scores the texts and which training rows are kept (params.yaml `weak_vad`, the other keys)."""
+    lexicon: str = option("nrc_vad", "the lexicon's folder in the raw root", choices=("nrc_vad", "warriner2013"))
+    tau: float = option(0.75, "keep training rows with vad_conf >= tau (coverage of content words)", ge=0, le=1)
+    retention_taus: tuple[float, ...] = option((0.0, 0.5, 0.75, 0.8, 1.0), "thresholds of the retention table")
+
+    def __post_init__(self) -> None:
+        validate(self, "weak_vad")
+        require(all(0 <= t <= 1 for t in self.retention_taus), "weak_vad.retention_taus: every tau must be in [0, 1]")
 
 
 @dataclass

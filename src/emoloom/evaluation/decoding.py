@@ -131,7 +131,7 @@ def _cached_candidates(lm, tokenizer, prefixes: list[list[int]], answers: list[l
     shared = common_prefix(rows) if share_prefix else 0
     cache = None
     if shared:
-        cache, _ = prefix_forward(lm, rows[0][:shared])
+        cache = prefix_forward(lm, rows[0][:shared])
         stats.forwards += 1
         cache.batch_repeat_interleave(len(rows))
     ids, mask = left_pad([r[shared:] for r in rows], pad)

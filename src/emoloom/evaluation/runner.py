@@ -18,38 +18,58 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from emoloom.core.config import from_section, option, validate
 from emoloom.core.contract import PROMPT_VERSION, ParseResult, context_turns, encode_prompt, parse_output
+from emoloom.core.errors import DataError, MissingInputError, ParamError
+from emoloom.core.io import atomic_path
 from emoloom.core.stamp import config_hash, environment_stamp, git_commit
 from emoloom.data.mixing import unit_hash
 from emoloom.evaluation.heads import heads_predict
 from emoloom.evaluation.metrics import evaluate
 
+DECODE_MODES = ("exact", "reference", "cached", "heads")
+EVAL_STAGE_KEYS = ("dev_max_rows",)     # params.yaml `eval` keys that a stage reads itself (eval_dev)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
-    max_new_tokens: int = 64          # decoding budget per answer (paper: 64; quick eval 48)
-    decode_mode: str = "exact"        # exact (protocol output, fast) | reference (KV-off loop) | cached (KV on)
-    batch_size: int = 16              # rows decoded together
-    max_len: int = 1536               # prompt + answer tokens; longer inputs lose their oldest context turns, and
-                                      # count as invalid (failure "input_overflow") if the message alone is too long
-    max_rows: int | None = None       # evaluate the first N rows only (None: all)
-    time_budget_min: float | None = None   # quick mode: stop when spent
-    stream_seed: int | None = None    # quick mode: seeded row order
-    precision: str = "fp32"           # fp32 | bf16 (autocast)
+    """How an evaluation decodes and which rows it takes (params.yaml `eval`, plus each stage's own keys)."""
+    max_new_tokens: int = option(64, "decoding budget per answer (paper: 64; quick eval 48)", ge=1)
+    decode_mode: str = option("exact", "exact: protocol KV-off outputs at cached speed; reference: the KV-off loop; "
+                                       "cached: KV on; heads: no decoding, the heads' answers", choices=DECODE_MODES)
+    batch_size: int = option(16, "rows decoded together", ge=1)
+    max_len: int = option(1536, "prompt + answer tokens; longer inputs lose their oldest context turns, and count as "
+                                "invalid (input_overflow) if the message alone is too long", ge=2)
+    max_rows: int | None = option(None, "evaluate the first N rows only (None: all)", ge=1)
+    time_budget_min: float | None = option(None, "quick mode: stop when spent", gt=0)
+    stream_seed: int | None = option(None, "quick mode: seeded row order")
+    precision: str = option("fp32", "fp32 (the protocol's exact dtype on CPU) | bf16 (autocast)",
+                            choices=("fp32", "bf16"))
 
     def __post_init__(self) -> None:
-        if self.time_budget_min is not None and self.time_budget_min <= 0:
-            raise ValueError(f"time budget must be > 0 minutes, got {self.time_budget_min}")
-        if self.decode_mode not in ("exact", "reference", "cached", "heads"):
-            raise ValueError(f"decode_mode must be exact, reference, cached or heads, got {self.decode_mode!r}")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
+        validate(self, "eval")
 
     @classmethod
-    def from_params(cls, section: dict, **overrides) -> "EvalConfig":
-        """From params.yaml `eval` (decoding keys), with stage-specific fields overridden."""
+    def from_params(cls, section: dict, where: str = "eval", **overrides) -> "EvalConfig":
+        """From params.yaml `eval` (its decoding keys), with stage-specific fields overridden; checked key by key."""
         keys = ("max_new_tokens", "decode_mode", "batch_size", "max_len", "precision")
-        return cls(**{**{k: section[k] for k in keys}, **overrides})
+        unknown = sorted(set(section) - set(keys) - set(EVAL_STAGE_KEYS))
+        if unknown:
+            raise ParamError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys + EVAL_STAGE_KEYS)}")
+        return from_section(cls, {k: section[k] for k in keys if k in section}, where, **overrides)
+
+
+@dataclass(frozen=True)
+class QuickProbeConfig:
+    """The time-budgeted DailyDialog probe (params.yaml `eval_dd_quick`)."""
+    mixture: str = option("20_80", "which SFT run is probed: its mixture")
+    seed: int = option(11, "... and its seed")
+    time_budget_min: float = option(2.0, "stop after this many minutes (paper: 60)", gt=0)
+    max_new_tokens: int = option(48, "decoding budget (the paper's quick eval: 48)", ge=1)
+    stream_seed: int = option(42, "seeded row order")
+
+    def __post_init__(self) -> None:
+        validate(self, "eval_dd_quick")
 
 
 def fit_prompt(record: dict, tokenizer, max_len: int, max_new_tokens: int) -> list[int] | None:
@@ -70,23 +90,37 @@ def ordered(records: list[dict], cfg: EvalConfig) -> list[dict]:
     return rows[:cfg.max_rows] if cfg.max_rows else rows
 
 
-def _read_done(path: Path, fingerprint: dict) -> list[dict]:
-    """Rows already written under the same fingerprint (a torn last line is dropped)."""
+def _read_done(path: Path, fingerprint: dict) -> tuple[list[dict], int]:
+    """Rows already written under the same fingerprint, and the byte length of the file up to the last complete row
+    (0: start afresh). A torn last line (no newline, or not JSON) ends the rows; `run` cuts the file there."""
     if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        if not lines or json.loads(lines[0]).get("_fingerprint") != fingerprint:
-            return []
-    except json.JSONDecodeError:
-        return []
-    done = []
-    for line in lines[1:]:
-        try:
-            done.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return done
+        return [], 0
+    done, good = [], 0
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            try:
+                obj = json.loads(line) if line.endswith(b"\n") else None
+            except json.JSONDecodeError:
+                obj = None
+            if i == 0 and (not isinstance(obj, dict) or obj.get("_fingerprint") != fingerprint):
+                return [], 0
+            if obj is None:
+                break
+            if i:
+                done.append(obj)
+            good += len(line)
+    return done, good
+
+
+def _open_for_append(path: Path, fingerprint: dict, good_bytes: int):
+    """The outputs file opened for appending after its last complete row (a fresh file holds only the fingerprint)."""
+    if good_bytes == 0:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"_fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return open(path, "a", encoding="utf-8")
 
 
 def decode_rows(lm, tokenizer, prompts: list[list[int]], cfg: EvalConfig):
@@ -107,19 +141,16 @@ def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, 
     """Decode (unless heads mode) and parse every row, appending per-example outputs to out_path; resumable.
     Returns the rows and the decoding statistics of this run (certified tokens, reference steps, mismatches...)."""
     rows = ordered(records, cfg)
-    done = _read_done(out_path, fingerprint)
+    done, good_bytes = _read_done(out_path, fingerprint)
     done_ids = {d["id"] for d in done}
     todo = [r for r in rows if r["id"] not in done_ids]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    if not done:
-        out_path.write_text(json.dumps({"_fingerprint": fingerprint}) + "\n", encoding="utf-8")
     gold = {r["id"]: r for r in rows}
     budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min else None
     start = time.perf_counter()
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else None
     bar = tqdm(total=len(rows), initial=len(done), desc=desc, unit=" rows")
     decode_stats: dict = {}
-    with open(out_path, "a", encoding="utf-8") as f:
+    with _open_for_append(out_path, fingerprint, good_bytes) as f:
         for i in range(0, len(todo), cfg.batch_size):
             chunk = todo[i:i + cfg.batch_size]
             prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens) for r in chunk]
@@ -245,35 +276,47 @@ def flip_symmetry(model, tokenizer, records: list[dict], antonyms: dict[str, str
     return s_flip(pairs)
 
 
+def check_paths(bundle_dir: Path, data_path: Path, out_dir: Path, train_path: Path | None = None) -> None:
+    """Every path an evaluation needs, checked before the model loads (MissingInputError / DataError name it)."""
+    for what, path in (("model bundle", bundle_dir), ("data file", data_path), ("training file", train_path)):
+        if path is not None and not Path(path).exists():
+            raise MissingInputError(f"{what} {path} does not exist")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"output directory {out_dir} is a file: pass a directory for outputs.jsonl and metrics.json")
+
+
 def evaluate_file(bundle_dir: Path, data_path: Path, out_dir: Path, cfg: EvalConfig, *, train_path: Path | None = None,
                   lexicon=None, antonyms: dict | None = None, ekman_mapping: dict | None = None,
                   desc: str = "eval") -> dict:
-    """Evaluate a model bundle on a record JSONL: per-example outputs in out_dir/outputs.jsonl, and the metrics
-    (generated JSON both ways, heads, agreement, baselines on the same rows, S_flip, provenance, speed)."""
-    from emoloom.core.io import read_jsonl
+    """Evaluate a model bundle on a record JSONL: per-example outputs in out_dir/outputs.jsonl. Returns
+    {"metrics": generated JSON both ways, heads, agreement, baselines on the same rows, S_flip, provenance;
+     "runtime": this run's decoding statistics and speed (they differ after a resume, so they are kept apart)}."""
+    from emoloom.data.records import read_records
     from emoloom.evaluation.baselines import baseline_report
     from emoloom.modeling.model import load_bundle
 
-    records = list(read_jsonl(data_path))
+    check_paths(bundle_dir, data_path, out_dir, train_path)
+    records = read_records(data_path)
     if not records:
-        raise ValueError(f"{data_path}: no records to evaluate")
+        raise DataError(f"{data_path}: no records to evaluate")
+    train = read_records(train_path) if train_path is not None and lexicon is not None else None
     model, tokenizer, info = load_bundle(bundle_dir)
     prov = provenance(cfg, info, data_path)
     for warning in prov["environment_warnings"]:
         print(f"warning: {warning}")
     start = time.perf_counter()
-    rows, decode_stats = run(model, tokenizer, records, cfg, out_dir / "outputs.jsonl",
+    rows, decode_stats = run(model, tokenizer, records, cfg, Path(out_dir) / "outputs.jsonl",
                              {"config_hash": prov["config_hash"]}, desc)
     seconds = time.perf_counter() - start
     by_id = {r["id"]: r for r in records}
     evaluated = [by_id[d["id"]] for d in rows]
     metrics = {"model": str(bundle_dir), "data": str(data_path), "n_records": len(records), "n_evaluated": len(rows),
-               **score(evaluated, rows, ekman_mapping), "provenance": prov, "decode": decode_stats,
-               "speed": {"seconds_this_run": round(seconds, 1),
-                         "rows_per_s_this_run": round(decode_stats.get("rows", 0) / max(seconds, 1e-9), 3)}}
-    if train_path is not None and lexicon is not None:
-        metrics["baselines"] = baseline_report(list(read_jsonl(train_path)), evaluated, lexicon,
-                                               ekman_mapping=ekman_mapping)
+               **score(evaluated, rows, ekman_mapping), "provenance": prov}
+    if train is not None:
+        metrics["baselines"] = baseline_report(train, evaluated, lexicon, ekman_mapping=ekman_mapping)
     if antonyms is not None:
         metrics["s_flip"] = flip_symmetry(model, tokenizer, evaluated, antonyms, cfg.max_len)
-    return metrics
+    runtime = {"decode": decode_stats, "seconds_this_run": round(seconds, 1),
+               "rows_decoded_this_run": decode_stats.get("rows", 0),
+               "rows_per_s_this_run": round(decode_stats.get("rows", 0) / max(seconds, 1e-9), 3)}
+    return {"metrics": metrics, "runtime": runtime}

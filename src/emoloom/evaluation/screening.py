@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from emoloom.core.contract import ParseResult, parse_output
+from emoloom.core.config import option, validate
+from emoloom.core.contract import ParseResult, parse_output, user_turn_start
 from emoloom.core.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.core.tables import markdown_table
 from emoloom.evaluation.metrics import evaluate, quality_scores, screening_scores
@@ -26,11 +27,29 @@ from emoloom.modeling.model import Heads, heads_decisions, prompt_features
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    train_rows: int = 400         # training rows whose frozen features the heads are fitted on
-    epochs: int = 30              # full-batch Adam steps over those features
-    lr: float = 0.03
-    batch_size: int = 16          # rows per feature forward
-    seed: int = 0
+    """The frozen-feature probe (params.yaml `screen.probe`)."""
+    train_rows: int = option(400, "training rows whose frozen features the heads are fitted on", ge=1)
+    epochs: int = option(30, "full-batch Adam steps over those features", ge=0)
+    lr: float = option(0.03, "Adam learning rate", gt=0)
+    batch_size: int = option(16, "rows per feature forward", ge=1)
+    seed: int = option(0, "row sample and head init")
+
+    def __post_init__(self) -> None:
+        validate(self, "screen.probe")
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """Backbone screening (params.yaml `screen`, without its `probe` block)."""
+    candidates: tuple[str, ...] = option(("smollm2-135m-instruct",), "registry names, local directories or hub ids")
+    mixture: str = option("20_80", "rows come from this mixture (dev: scoring; train: probe fit)")
+    time_budget_min: float = option(1.0, "zero-shot decoding budget per candidate", gt=0)
+    max_new_tokens: int = option(48, "zero-shot decoding budget per answer", ge=1)
+    stream_seed: int = option(42, "seeded row order")
+    probe_dev_rows: int = option(200, "dev rows the probe is scored on", ge=1)
+
+    def __post_init__(self) -> None:
+        validate(self, "screen")
 
 
 def candidate_summary(scored: dict, results: list[ParseResult] | None) -> dict:
@@ -65,9 +84,10 @@ def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> dict:
 
 
 def pooled_features(lm, tokenizer, records: list[dict], cfg: EvalConfig, batch_size: int) -> torch.Tensor:
-    """Mean last-layer hidden state over each prompt (what the heads read), from the frozen backbone."""
+    """Mean last-layer hidden state over each prompt's user turn (what the heads read), from the frozen backbone."""
     prompts = [fit_prompt(r, tokenizer, cfg.max_len, 0) or [] for r in records]
-    return prompt_features(lm, prompts, tokenizer.pad_token_id or 0, batch_size)
+    starts = [user_turn_start(tokenizer, p) for p in prompts]
+    return prompt_features(lm, prompts, starts, tokenizer.pad_token_id or 0, batch_size)
 
 
 def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, probe_cfg: ProbeConfig) -> dict:

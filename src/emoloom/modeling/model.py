@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from emoloom.core.config import option, validate
+from emoloom.core.errors import DataError, MissingInputError
 from emoloom.core.labels import LABELS, NUM_LABELS
-from emoloom.modeling.batching import left_pad, position_ids
+from emoloom.modeling.batching import common_prefix, left_pad, length_buckets, position_ids
 
 
 @dataclass
@@ -60,17 +61,41 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
+def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               prefix_ids: torch.Tensor | None = None, logits_to_keep: int = 1):
+    """The LM over left-padded rows that all begin with `prefix_ids`: the prefix runs once (batch 1) and every row
+    attends to its KV cache, so a batch costs P + its rows' own tokens instead of rows x (P + own). With no prefix
+    this is the plain forward. Gradients flow through the shared prefix as through per-row copies (the same losses
+    and gradients, tests/test_sft_data.py). Returns the LM output (logits of the last positions, hidden states)."""
+    p = 0 if prefix_ids is None else prefix_ids.numel()
+    cache = None
+    if p:
+        ones = torch.ones(1, p, dtype=attention_mask.dtype, device=attention_mask.device)
+        cache = lm(input_ids=prefix_ids[None].to(input_ids.device), attention_mask=ones, position_ids=position_ids(ones),
+                   use_cache=True, logits_to_keep=1).cache
+        cache.batch_repeat_interleave(input_ids.size(0))
+        attention_mask = torch.cat([ones.expand(input_ids.size(0), p), attention_mask], 1)
+    return lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)[:, p:],
+              cache=cache, use_cache=bool(p), output_hidden_states=True, logits_to_keep=logits_to_keep)
+
+
 @torch.no_grad()
-def prompt_features(lm: nn.Module, prompts: list[list[int]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
-    """(N, hidden) fp32: each prompt's mean last-layer hidden state (what the heads read), `lm` as it is now."""
-    feats = []
-    for i in range(0, len(prompts), batch_size):
-        ids, mask = left_pad(prompts[i:i + batch_size], pad_id)
-        out = lm(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                 position_ids=position_ids(mask).to(lm.device), output_hidden_states=True, use_cache=False,
-                 logits_to_keep=1)
-        feats.append(masked_mean(out.hidden_states[-1].float(), mask.to(lm.device)).cpu())
-    return torch.cat(feats)
+def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], pad_id: int, batch_size: int = 16,
+                    share_prefix: bool = True) -> torch.Tensor:
+    """(N, hidden) fp32: each prompt's mean last-layer hidden state over its user turn (from `starts`), `lm` as it is
+    now; what the heads read. Prompts run in batches of similar length, each batch's shared prefix once."""
+    feats: list[torch.Tensor | None] = [None] * len(prompts)
+    for rows in length_buckets(prompts, batch_size):
+        chunk, own = [prompts[i] for i in rows], [starts[i] for i in rows]
+        p = common_prefix(chunk, limit=min(own)) if share_prefix else 0
+        ids, mask = left_pad([r[p:] for r in chunk], pad_id)
+        pool = torch.zeros_like(mask)
+        for k, (row, start) in enumerate(zip(chunk, own)):
+            pool[k, mask.size(1) - (len(row) - start):] = 1
+        out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), torch.tensor(chunk[0][:p], dtype=torch.long))
+        for k, pooled in zip(rows, masked_mean(out.hidden_states[-1].float(), pool.to(lm.device)).cpu()):
+            feats[k] = pooled
+    return torch.stack(feats) if prompts else torch.empty(0, lm.config.hidden_size)
 
 
 class EmoModel(nn.Module):
@@ -78,18 +103,21 @@ class EmoModel(nn.Module):
         super().__init__()
         self.lm, self.heads = lm, heads
 
-    def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1):
-        """(LM logits of the last `logits_to_keep` positions, label logits, VAD in [0,1])."""
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                      output_hidden_states=True, use_cache=False, logits_to_keep=logits_to_keep)
+    def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1, prefix_ids=None):
+        """(LM logits of the last `logits_to_keep` positions, label logits, VAD in [0,1]) of rows after a shared
+        prefix (`lm_forward`); the heads read the hidden states pooled over `pool_mask`."""
+        out = lm_forward(self.lm, input_ids, attention_mask, prefix_ids, logits_to_keep)
         pooled = masked_mean(out.hidden_states[-1], pool_mask).float()
         label_logits, vad = self.heads(pooled)
         return out.logits, label_logits, vad
 
-    def predict_heads(self, input_ids, attention_mask):
-        """Heads on prompt-only inputs (pooling over every real token): label logits and VAD."""
-        _, label_logits, vad = self(input_ids, attention_mask, attention_mask, logits_to_keep=1)
-        return label_logits, vad
+    @torch.no_grad()
+    def predict_heads(self, prompts: list[list[int]], starts: list[int], pad_id: int, batch_size: int = 16,
+                      share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heads mode: (label logits, VAD) of each prompt from its pooled user turn; no decoding."""
+        dtype = next(self.heads.parameters()).dtype
+        return self.heads(prompt_features(self.lm, prompts, starts, pad_id, batch_size, share_prefix).to(
+            self.heads.feature_mean.device, dtype))
 
 
 def heads_decisions(label_logits: torch.Tensor, vad: torch.Tensor) -> list[dict]:
@@ -116,6 +144,17 @@ def trainable_state(model: EmoModel) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def backbone_dir(bundle_dir: Path, info: dict) -> Path:
+    """The backbone directory a bundle was trained on: bundle.json stores it relative to the bundle directory."""
+    path = Path(info["backbone"])
+    path = path if path.is_absolute() else (Path(bundle_dir) / path).resolve()
+    if not (path / "config.json").is_file():
+        raise MissingInputError(f"{bundle_dir}: its backbone {path} (bundle.json \"backbone\": {info['backbone']!r}, "
+                                f"relative to the bundle) is missing; run `dvc repro backbone` in the project that "
+                                f"made the bundle, or keep the bundle inside it")
+    return path
+
+
 def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """(EmoModel in eval mode, tokenizer, bundle.json) of a checkpoint bundle written by `emoloom.training.loop`."""
     from safetensors.torch import load_file
@@ -124,12 +163,13 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", dtyp
     bundle_dir = Path(bundle_dir)
     info_path = bundle_dir / "bundle.json"
     if not info_path.is_file():
-        raise FileNotFoundError(f"{bundle_dir} is not an EmoLoom model bundle (no bundle.json); train one with "
+        raise MissingInputError(f"{bundle_dir} is not an EmoLoom model bundle (no bundle.json); train one with "
                                 f"`dvc repro sft` or pass the model/ directory of a run")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     if info.get("labels") != list(LABELS):
-        raise ValueError(f"{bundle_dir}: trained for another label space ({len(info.get('labels') or [])} labels)")
-    lm = AutoModelForCausalLM.from_pretrained(info["backbone"], dtype=dtype)
+        raise DataError(f"{bundle_dir}: trained for another label space ({len(info.get('labels') or [])} labels)")
+    backbone = backbone_dir(bundle_dir, info)
+    lm = AutoModelForCausalLM.from_pretrained(backbone, dtype=dtype)
     if not info["full_finetune"]:
         settings = LoraSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["lora"].items()})
         lm = add_lora(lm, settings)
@@ -137,10 +177,10 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", dtyp
     weights = load_file(str(bundle_dir / "trainable.safetensors"))
     unknown = set(weights) - {n for n, _ in model.named_parameters()} - {n for n, _ in model.named_buffers()}
     if unknown:
-        raise ValueError(f"{bundle_dir}: weights for unknown parameters {sorted(unknown)[:3]}")
+        raise DataError(f"{bundle_dir}: weights for unknown parameters {sorted(unknown)[:3]}")
     if not {"heads.feature_mean", "heads.feature_scale"} <= set(weights):
-        raise ValueError(f"{bundle_dir}: the heads' feature statistics are missing (a bundle from before standardised "
+        raise DataError(f"{bundle_dir}: the heads' feature statistics are missing (a bundle from before standardised "
                          f"heads); retrain it with `dvc repro sft`")
     model.load_state_dict(weights, strict=False)
-    tokenizer = AutoTokenizer.from_pretrained(info["backbone"])
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
     return model.to(device=device, dtype=dtype).eval(), tokenizer, info

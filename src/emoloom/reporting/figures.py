@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from emoloom.core.config import option, validate
 from emoloom.core.io import atomic_path
 from emoloom.reporting.compare import Table, smooth
 from emoloom.reporting.runs import mixture_label
@@ -37,9 +38,14 @@ PNG_METADATA = {"Software": None}   # matplotlib writes its version otherwise; P
 
 @dataclass(frozen=True)
 class Style:
-    dpi: int = 150
-    font_size: float = 9.0
-    smooth_window: int = 10
+    """Figure style (params.yaml `report`)."""
+    dpi: int = option(150, "figure resolution", ge=10, le=1200)
+    font_size: float = option(9.0, "figure base font size (pt)", gt=1)
+    smooth_window: int = option(10, "trailing mean over logged steps: loss/grad-norm curves and Table 2's Best Loss",
+                                ge=1)
+
+    def __post_init__(self) -> None:
+        validate(self, "report")
 
     def rc(self) -> dict:
         fs = self.font_size

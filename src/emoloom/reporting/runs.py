@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from emoloom.core.errors import MissingInputError, ParamError
 from emoloom.core.io import read_json
 
 EVAL_DIR = Path("metrics/eval_dev")
@@ -35,15 +36,17 @@ def runs_from_params(params: Mapping) -> tuple[list[str], list[int]]:
         mixtures = [str(m) for m in params["mix"]["mixtures"]]
         seeds = [int(s) for s in params["sft"]["seeds"]]
     except KeyError as e:
-        raise KeyError(f"params: compare/figures need mix.mixtures and sft.seeds (missing {e})") from None
+        raise ParamError(f"params: compare/figures need mix.mixtures and sft.seeds (missing {e})") from None
+    except (TypeError, ValueError):
+        raise ParamError("params: sft.seeds must be a list of integers") from None
     if not mixtures or not seeds:
-        raise ValueError(f"params: no runs (mix.mixtures={mixtures}, sft.seeds={seeds})")
+        raise ParamError(f"params: no runs (mix.mixtures={mixtures}, sft.seeds={seeds})")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"params: sft.seeds has duplicates: {seeds}")
+        raise ParamError(f"params: sft.seeds has duplicates: {seeds}")
     return mixtures, seeds
 
 
-class MissingRunsError(FileNotFoundError):
+class MissingRunsError(MissingInputError):
     """Some per-run inputs do not exist; the message names every missing file."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +37,8 @@ def export_run(state: RunState, cfg: SFTConfig, weights: LossWeights, lora: Lora
     """Export the bundle (best weights, else the last evaluated ones); return {"metrics", "timing"} of the run."""
     best = state.best
     info = {"run": run_name, "mixture": mixture, "prompt_version": PROMPT_VERSION, "labels": list(LABELS),
-            "backbone": str(paths.backbone), "backbone_info": _read_json_or_none(paths.backbone / "backbone.json"),
+            # relative to the bundle directory, so the bundle loads from any working directory (load_bundle)
+            "backbone": os.path.relpath(paths.backbone.resolve(), (paths.out / "model").resolve()), "backbone_info": _read_json_or_none(paths.backbone / "backbone.json"),
             "tokenizer_sha1": sha1_file(paths.backbone / "tokenizer.json"), "full_finetune": cfg.full_finetune,
             "lora": asdict(lora), "config": asdict(cfg), "loss": asdict(weights), "config_hash": config_hash}
     selected_step = best.step if best else state.step

@@ -176,14 +176,17 @@ class Run:
         ema = self.state.ema
         return ema if ema is not None else {n: p.detach().clone() for n, p in self.trainable.items()}
 
-    def end_of_pass(self) -> None:
-        """Algorithm 2, lines 4-12: budget guard, dev score, keep the best, budget-aware early stop, re-balance."""
+    def budget_spent(self) -> bool:
+        """Algorithm 2, line 4, checked before every step: once the time budget is spent, the run stops."""
+        if self.state.elapsed < self.cfg.budget_min * 60:
+            return False
+        self.state.stop = "budget"
+        self.state.history.decide(self.state.step, "stop", why="budget spent", elapsed_s=round(self.state.elapsed))
+        return True
+
+    def evaluate(self) -> tuple[dict, float]:
+        """Algorithm 2, lines 5-9: score the evaluation weights on the dev rows (S), slide S-bar, keep the best."""
         state, cfg, step = self.state, self.cfg, self.state.step
-        budget_s = cfg.budget_min * 60
-        if state.elapsed >= budget_s:
-            state.stop = "budget"
-            state.history.decide(step, "stop", why="budget spent", elapsed_s=round(state.elapsed))
-            return
         backup = swap_weights(self.model, self.eval_weights())
         with self.autocast():
             ev = dev_evaluation(self.model, self.tokenizer, self.data.dev, self.data.dev_examples, cfg, self.device)
@@ -192,23 +195,39 @@ class Run:
         s_bar = statistics.fmean(state.scores[-cfg.score_window:])
         state.history.dev.append({"step": step, "S_bar": s_bar, **{k: v for k, v in ev.items() if k != "failures"},
                                   "top_failure": next(iter(ev["failures"]), "")})
-        remaining_steps = cfg.max_steps - step
-        eta = statistics.median(state.pass_times[-cfg.eta_window:]) * remaining_steps / cfg.pass_steps
-        best = state.best
-        if best is None or s_bar > best.S:
+        if state.best is None or s_bar > state.best.S:
             state.best = Best(ev["S"], s_bar, step, ev, {n: w.clone() for n, w in self.eval_weights().items()})
             state.history.decide(step, "new_best", S=ev["S"], S_bar=s_bar)
-        elif s_bar < best.S + cfg.delta and eta > budget_s - state.elapsed and remaining_steps > 0:
+        return ev, s_bar
+
+    def end_of_pass(self) -> None:
+        """Algorithm 2, lines 5-12: dev score and best checkpoint, budget-aware early stop, re-balance."""
+        state, cfg, step = self.state, self.cfg, self.state.step
+        best_before = state.best
+        ev, s_bar = self.evaluate()
+        remaining_steps = cfg.max_steps - step
+        eta = statistics.median(state.pass_times[-cfg.eta_window:]) * remaining_steps / cfg.pass_steps
+        if state.best is not best_before:
+            pass                                              # a new best: keep going
+        elif s_bar < best_before.S + cfg.delta and eta > cfg.budget_min * 60 - state.elapsed and remaining_steps > 0:
             state.stop = "early"
             state.history.decide(step, "stop", why="no improvement and the ETA exceeds the budget", S_bar=s_bar,
-                                 best_S=best.S, eta_s=round(eta))
+                                 best_S=best_before.S, eta_s=round(eta))
         else:
-            state.history.decide(step, "keep_best", S_bar=s_bar, best_S=best.S)
+            state.history.decide(step, "keep_best", S_bar=s_bar, best_S=best_before.S)
         if cfg.rebalance and state.pass_entropy:
             mean_h = {s: statistics.fmean(v) for s, v in state.pass_entropy.items()}
             self.sampler.rebalance(mean_h)
             state.history.decide(step, "rebalance", entropy=mean_h, weights=dict(self.sampler.weights))
         state.pass_entropy = {}
+
+    def finish(self) -> None:
+        """However the loop ended (steps done, budget, early stop, or a resume of a finished run), the last weights
+        are scored once, so every run has a dev log and a selected checkpoint; then the final checkpoint."""
+        if not self.state.history.dev or self.state.history.dev[-1]["step"] != self.state.step:
+            self.evaluate()
+            self.state.history.decide(self.state.step, "final_evaluation", stop=self.state.stop or "max_steps")
+        self.save()
 
     # ---------------------------------------------------------------------------------------------- checkpoints
 
@@ -277,7 +296,7 @@ def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPa
     state = run.state
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"sft {run_name}", unit="step")
     pass_start = time.perf_counter()
-    while state.step < cfg.max_steps and state.stop is None:
+    while state.step < cfg.max_steps and state.stop is None and not run.budget_spent():
         snapshot, started = run.snapshot(), time.perf_counter()
         try:
             acc = run.accumulate()
@@ -301,6 +320,7 @@ def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPa
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps or state.stop:
             run.save()
     bar.close()
+    run.finish()
     write_logs(paths.plots, state.history)
     return export_run(state, cfg, weights, lora, run.model, run.eval_weights(), paths, run_name, mixture,
                       run.config_hash)

@@ -15,6 +15,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from emoloom.core.errors import ParamError
+
 
 @dataclass
 class MixtureSampler:
@@ -29,9 +31,9 @@ class MixtureSampler:
 
     def __post_init__(self) -> None:
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ValueError(f"mixture weights must be >= 0 and not all 0: {self.weights}")
+            raise ParamError(f"mixture weights must be >= 0 and not all 0: {self.weights}")
         if self.t0 <= 0 or self.t1 <= 0:
-            raise ValueError(f"temperatures must be > 0 (T0={self.t0}, T1={self.t1})")
+            raise ParamError(f"temperatures must be > 0 (T0={self.t0}, T1={self.t1})")
         total = sum(self.weights.values())
         self.weights = {s: w / total for s, w in self.weights.items()}
         self.conf = {s: 1.0 for s in self.weights}
@@ -61,9 +63,15 @@ class MixtureSampler:
         self.conf[source] = self.alpha * self.conf[source] + (1 - self.alpha) * math.exp(-entropy)
 
     def rebalance(self, mean_entropy: dict[str, float], eps: float = 1e-6) -> None:
-        raw = {s: self.weights[s] / (mean_entropy.get(s, 0.0) + eps) for s in self.weights}
+        """w_s <- normalise(w_s / (H_s + eps)) over the sources drawn this pass; an undrawn source (no H_s) keeps
+        its weight, and the drawn ones share the rest of the mass in the same proportions as the rule gives them."""
+        drawn = [s for s in self.weights if s in mean_entropy]
+        if not drawn:
+            return
+        raw = {s: self.weights[s] / (mean_entropy[s] + eps) for s in drawn}
         total = sum(raw.values())
-        self.weights = {s: w / total for s, w in raw.items()}
+        share = 1.0 - sum(w for s, w in self.weights.items() if s not in raw)   # exactly 1.0 when all were drawn
+        self.weights = {s: raw[s] / total * share if s in raw else w for s, w in self.weights.items()}
 
     def state_dict(self) -> dict:
         return {"weights": self.weights, "conf": self.conf, "rng": self.rng.getstate()}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from emoloom.core.errors import MissingInputError, ParamError
+from emoloom.core.errors import DataError, MissingInputError, ParamError
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import flip_text, load_antonyms
 from emoloom.modeling.model import EmoModel, Heads, LoraSettings, add_lora, prompt_features
@@ -70,7 +70,7 @@ def load_training_data(cfg: SFTConfig, paths: RunPaths, tokenizer, lexicon, mixt
             by_source[rec["source"]].append(rec)
     missing = [s for s, w in mixture.items() if w > 0 and s not in by_source]
     if missing:
-        raise MissingInputError(f"{run_name}: mixture sources {missing} have no rows in {paths.train}")
+        raise DataError(f"{run_name}: mixture sources {missing} have no rows in {paths.train}")
     examples = {s: build_examples(recs, tokenizer, cfg, antonyms, rng) for s, recs in by_source.items()}
     dev = list(read_jsonl(paths.dev))[:cfg.eval_rows]
     dev_examples = build_examples(dev, tokenizer, SFTConfig(flip_prob=0.0), antonyms, rng)
@@ -96,7 +96,8 @@ def init_heads(model: EmoModel, examples: list[SFTExample], cfg: SFTConfig, pad_
     """Standardise the heads' input and set their prior biases from a seeded sample of training prompts."""
     sample = random.Random(cfg.seed).sample(examples, min(cfg.head_init_rows, len(examples)))
     model.eval()
-    features = prompt_features(model.lm, [ex.prompt_ids for ex in sample], pad_id, cfg.eval_batch)
+    features = prompt_features(model.lm, [ex.prompt_ids for ex in sample], [ex.user_start for ex in sample], pad_id,
+                               cfg.eval_batch)
     model.heads.init_from_data(features.to(model.heads.feature_mean.device), torch.tensor([ex.labels for ex in sample]),
                                torch.tensor([ex.vad for ex in sample]))
 

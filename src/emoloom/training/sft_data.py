@@ -1,8 +1,15 @@
-"""SFT examples: a record -> prompt tokens + answer tokens (+ the numeric targets), and left-padded batches.
+"""SFT examples: a record -> prompt tokens + answer tokens (+ the numeric targets), and batches that share a prefix.
 
-Sequence layout: [pad ... pad | prompt | answer | eos]. Left padding lines every answer up at the end of the batch,
-so the LM head only needs the last `answer_len + 1` positions (`logits_to_keep`), and position ids are counted from
-the first real token, as `generate` does.
+Every prompt starts with the same system text (the contract's instructions and label list, ~155 of ~180 tokens).
+A batch runs that shared prefix once and each row only its own part:
+
+    prefix (P tokens, once)  +  rows: [pad ... pad | own prompt part | answer | eos]      (B example rows)
+                                      [pad ... pad | own prompt part of a Valence-Flip twin]  (F flip rows)
+
+Left padding lines every answer up at the end of the batch, so the LM head only needs the last `answer_len + 1`
+positions (`logits_to_keep`); position ids continue from the prefix. The heads pool each row's user turn (its message
+or context, through the chat template's end), never the system text. With P = 0 this is the plain forward over
+whole prompts, which gives the same losses and gradients (tests/test_sft_data.py).
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from emoloom.core.contract import build_target, context_turns, encode_prompt
+from emoloom.core.contract import build_target, context_turns, encode_prompt, user_turn_start
+from emoloom.core.errors import DataError, ParamError
 from emoloom.core.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.modeling.batching import left_pad
 
-RATIONALE_KEY = '"rationale": "'
+RATIONALE_KEY = '"rationale":"'
 
 
 @dataclass
@@ -28,7 +36,9 @@ class SFTExample:
     rationale_mask: list[int]        # 1 where an answer token belongs to the rationale text
     labels: list[float]              # multi-hot over LABELS
     vad: list[float]                 # target v, a, d
+    user_start: int = 0              # where the prompt's own part begins (the heads pool from here)
     flipped_prompt_ids: list[int] | None = None   # the Valence-Flip twin's prompt, when the text has one
+    flipped_user_start: int = 0
     text_ids: list[int] = field(default_factory=list)        # the message alone (the verifier's view of x)
     appraisal: list[float] = field(default_factory=list)     # atom prototype targets of the gold labels
     appraisal_mask: list[float] = field(default_factory=list)
@@ -48,61 +58,80 @@ def encode(record: dict, tokenizer, flipped_text: str | None = None) -> SFTExamp
     for name in record["labels"]:
         multi_hot[LABEL_INDEX[name]] = 1.0
     turns = context_turns(record)
+    prompt = encode_prompt(tokenizer, record["text"], turns)
+    flipped = encode_prompt(tokenizer, flipped_text, turns) if flipped_text else None
     return SFTExample(
-        id=record["id"], source=record["source"], prompt_ids=encode_prompt(tokenizer, record["text"], turns),
-        answer_ids=enc.input_ids + [tokenizer.eos_token_id], rationale_mask=mask, labels=multi_hot,
-        vad=[record["vad"][k] for k in "vad"],
-        flipped_prompt_ids=encode_prompt(tokenizer, flipped_text, turns) if flipped_text else None)
+        id=record["id"], source=record["source"], prompt_ids=prompt, answer_ids=enc.input_ids + [tokenizer.eos_token_id],
+        rationale_mask=mask, labels=multi_hot, vad=[record["vad"][k] for k in "vad"],
+        user_start=user_turn_start(tokenizer, prompt), flipped_prompt_ids=flipped,
+        flipped_user_start=user_turn_start(tokenizer, flipped) if flipped else 0)
 
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor          # (B, L)
-    attention_mask: torch.Tensor     # (B, L)
-    prompt_mask: torch.Tensor        # (B, L) 1 on prompt tokens (what the heads pool over)
+    prefix_ids: torch.Tensor         # (P,) prompt tokens every row shares, run once (P = 0: plain forward)
+    input_ids: torch.Tensor          # (R, L) rows after the prefix: B example rows, then F flip rows
+    attention_mask: torch.Tensor     # (R, L)
+    pool_mask: torch.Tensor          # (R, L) 1 on each row's user turn (what the heads pool over)
     answer_targets: torch.Tensor     # (B, K) answer token ids right-aligned, -100 elsewhere
     rationale_mask: torch.Tensor     # (B, K)
     answer_mask: torch.Tensor        # (B, K) 1 on answer tokens
     labels: torch.Tensor             # (B, NUM_LABELS)
     vad: torch.Tensor                # (B, 3)
-    flip_rows: torch.Tensor          # (F,) indices of rows with a flipped twin
-    flip_ids: torch.Tensor | None    # (F, Lf) flipped prompts, left-padded
-    flip_mask: torch.Tensor | None
+    flip_rows: torch.Tensor          # (F,) the example row of each flip row (rows B .. B+F-1)
     text_ids: torch.Tensor           # (B, Lt) the messages alone, left-padded
     text_mask: torch.Tensor
     appraisal: torch.Tensor          # (B, M)
     appraisal_mask: torch.Tensor     # (B, M)
     sources: list[str]
-    n_tokens: int                    # real (non-pad) tokens in the batch
+    n_tokens: int                    # tokens the forward computes: the prefix once + every row's real tokens
 
     @property
     def answer_len(self) -> int:
         return self.answer_targets.size(1)
+
+    @property
+    def n_examples(self) -> int:
+        return self.answer_targets.size(0)
 
     def to(self, device) -> "Batch":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return Batch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
 
 
-def collate(examples: list[SFTExample], pad_id: int) -> Batch:
-    ids, mask = left_pad([e.prompt_ids + e.answer_ids for e in examples], pad_id)
+def shared_prefix(prompts: list[list[int]], starts: list[int]) -> int:
+    """How many leading tokens all rows share, up to the earliest user turn (so no pooled token is in the prefix)."""
+    n = min(starts)
+    first = prompts[0]
+    for row in prompts[1:]:
+        n = next((i for i in range(n) if row[i] != first[i]), n)
+    return n
+
+
+def collate(examples: list[SFTExample], pad_id: int, share_prefix: bool = True) -> Batch:
+    flips = [i for i, e in enumerate(examples) if e.flipped_prompt_ids]
+    prompts = [e.prompt_ids for e in examples] + [examples[i].flipped_prompt_ids for i in flips]
+    starts = [e.user_start for e in examples] + [examples[i].flipped_user_start for i in flips]
+    p = shared_prefix(prompts, starts) if share_prefix else 0
+    rows = [e.prompt_ids[p:] + e.answer_ids for e in examples] + [prompts[len(examples) + j][p:] for j in range(len(flips))]
+    ids, mask = left_pad(rows, pad_id)
     width, k = ids.size(1), max(len(e.answer_ids) for e in examples)
-    prompt_mask = torch.zeros_like(mask)
+    pool = torch.zeros_like(mask)
+    for r, (prompt, start) in enumerate(zip(prompts, starts)):
+        answer = len(examples[r].answer_ids) if r < len(examples) else 0
+        pool[r, width - answer - (len(prompt) - start): width - answer] = 1
     targets = torch.full((len(examples), k), -100, dtype=torch.long)
     rationale = torch.zeros((len(examples), k))
     for i, e in enumerate(examples):
         n = len(e.answer_ids)
-        prompt_mask[i, width - len(e) : width - n] = 1
         targets[i, k - n:] = torch.tensor(e.answer_ids)
         rationale[i, k - n:] = torch.tensor(e.rationale_mask, dtype=torch.float)
-    flips = [i for i, e in enumerate(examples) if e.flipped_prompt_ids]
-    flip_ids, flip_mask = left_pad([examples[i].flipped_prompt_ids for i in flips], pad_id) if flips else (None, None)
     text_ids, text_mask = left_pad([e.text_ids for e in examples], pad_id)
-    return Batch(ids, mask, prompt_mask, targets, rationale, (targets != -100).float(),
-                 torch.tensor([e.labels for e in examples]), torch.tensor([e.vad for e in examples]),
-                 torch.tensor(flips, dtype=torch.long), flip_ids, flip_mask, text_ids, text_mask,
+    return Batch(torch.tensor(prompts[0][:p], dtype=torch.long), ids, mask, pool, targets, rationale,
+                 (targets != -100).float(), torch.tensor([e.labels for e in examples]),
+                 torch.tensor([e.vad for e in examples]), torch.tensor(flips, dtype=torch.long), text_ids, text_mask,
                  torch.tensor([e.appraisal for e in examples]), torch.tensor([e.appraisal_mask for e in examples]),
-                 [e.source for e in examples], int(mask.sum()))
+                 [e.source for e in examples], p + int(mask.sum()))
 
 
 class SourceStream:
@@ -110,7 +139,7 @@ class SourceStream:
 
     def __init__(self, examples: list[SFTExample], seed: int, name: str):
         if not examples:
-            raise ValueError(f"source {name!r} has no training examples")
+            raise DataError(f"source {name!r} has no training examples")
         self.examples, self.seed, self.name = examples, seed, name
         self.epoch, self.pos = 0, 0
         self.order = self._order()
@@ -123,7 +152,7 @@ class SourceStream:
     def take(self, n: int, max_len: int) -> list[SFTExample]:
         """The next n examples of at most max_len tokens (longer ones are passed over)."""
         if not any(len(e) <= max_len for e in self.examples):
-            raise ValueError(f"source {self.name!r}: no example fits max_len={max_len}")
+            raise ParamError(f"source {self.name!r}: no example fits max_len={max_len} (raise sft.train.max_len)")
         out = []
         while len(out) < n:
             if self.pos == len(self.order):

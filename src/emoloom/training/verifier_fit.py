@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from emoloom.core.config import option, validate
 from emoloom.core.contract import build_target
+from emoloom.core.errors import DataError
 from emoloom.data.lexicon import Lexicon
 from emoloom.modeling.token_lexicon import lexical_tokens
 from emoloom.modeling.verifier import ATOMS, AppraisalVerifier, prototype_targets, tokenizer_sha1
@@ -19,14 +21,18 @@ from emoloom.modeling.verifier import ATOMS, AppraisalVerifier, prototype_target
 
 @dataclass
 class VerifierConfig:
-    seed: int = 0
-    epochs: int = 2               # passes over the training rows (more epochs overfit to the answer's label names)
-    batch_size: int = 256
-    lr: float = 0.01              # AdamW learning rate
-    weight_decay: float = 0.0     # AdamW (decoupled) weight decay
-    hidden: int = 0               # 0: logistic regression; > 0: one tanh hidden layer of this width
-    feature_scale: float = 100.0  # features = feature_scale * counts / n_tokens (occurrences per 100 tokens)
-    with_answer: bool = True      # train on (x, a) as in the paper; False: on the text x alone (docs/verifier.md)
+    """The verifier's fit (params.yaml `train_verifier`)."""
+    seed: int = option(0, "init + minibatch order; same seed -> byte-identical verifier.pt")
+    epochs: int = option(2, "passes over the training rows (more epochs overfit to the answer's label names)", ge=1)
+    batch_size: int = option(256, "rows per AdamW step", ge=1)
+    lr: float = option(0.01, "AdamW learning rate", gt=0)
+    weight_decay: float = option(0.0, "AdamW (decoupled) weight decay", ge=0)
+    hidden: int = option(0, "0: logistic regression; > 0: one tanh hidden layer of this width", ge=0)
+    feature_scale: float = option(100.0, "features = feature_scale * counts / n_tokens", gt=0)
+    with_answer: bool = option(True, "train on (x, a) as in the paper; False: on the text x alone (docs/verifier.md)")
+
+    def __post_init__(self) -> None:
+        validate(self, "train_verifier")
 
 
 def verifier_inputs(records: Sequence[dict], tokenizer, with_answer: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +124,7 @@ def train_verifier(train_records: Sequence[dict], dev_records: Sequence[dict], t
     targets, masks = stacked_targets(train_records)
     keep = masks.sum(1) > 0                                 # rows with no determined atom (neutral) carry no loss
     if not keep.any():
-        raise ValueError("no training row has a label that determines an appraisal atom")
+        raise DataError("no training row has a label that determines an appraisal atom")
     kept = [r for r, k in zip(train_records, keep.tolist()) if k]
     features = sparse_features(verifier, *verifier_inputs(kept, tokenizer, cfg.with_answer))
     targets_kept, masks_kept = targets[keep], masks[keep]

@@ -1,0 +1,74 @@
+"""SFT batches: the shared-prefix forward gives the plain forward's losses and gradients; the pooled user turn."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import TINY_CFG, TINY_LORA
+
+from emoloom.core.io import read_jsonl
+from emoloom.data.flip import load_antonyms
+from emoloom.modeling.token_lexicon import vocab_vad_table
+from emoloom.modeling.verifier import AppraisalVerifier
+from emoloom.training.config import LOSS_TERMS
+from emoloom.training.objective import step_losses
+from emoloom.training.setup import build_examples, build_model
+from emoloom.training.sft_data import collate
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_run, nrc):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_run / "backbone")
+    torch.manual_seed(0)
+    model = build_model(tiny_run / "backbone", TINY_CFG, TINY_LORA, torch.device("cpu"))
+    for name, p in model.named_parameters():             # LoRA B starts at 0: make every path carry gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    verifier = AppraisalVerifier.load(tiny_run / "verifier.pt", tokenizer).requires_grad_(False)
+    rows = list(read_jsonl(tiny_run / "train.jsonl"))
+    examples = build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0),
+                              load_antonyms(tiny_run / "antonyms.tsv", nrc), random.Random(0))
+    table, lexical = vocab_vad_table(tokenizer, nrc, len(tokenizer))
+    return model.eval(), tokenizer, verifier, examples, table, lexical       # eval: no dropout, gradients still on
+
+
+def losses_and_grads(parts, batch) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    model, _, verifier, _, table, lexical = parts
+    model.zero_grad(set_to_none=True)
+    terms, _ = step_losses(model, batch, verifier, table, lexical)
+    sum(terms.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+    return {t: float(v) for t, v in terms.items()}, grads
+
+
+def test_the_shared_prefix_gives_the_plain_forwards_losses_and_gradients(parts):
+    _, tokenizer, _, examples, _, _ = parts
+    chosen = [e for e in examples if e.flipped_prompt_ids][:2] + [e for e in examples if not e.flipped_prompt_ids][:2]
+    shared = collate(chosen, tokenizer.pad_token_id)
+    plain = collate(chosen, tokenizer.pad_token_id, share_prefix=False)
+    assert shared.prefix_ids.numel() > 0 and plain.prefix_ids.numel() == 0
+    assert shared.n_tokens < plain.n_tokens                        # the system prompt once instead of per row
+    loss_s, grad_s = losses_and_grads(parts, shared)
+    loss_p, grad_p = losses_and_grads(parts, plain)
+    assert set(loss_s) == set(LOSS_TERMS) and set(grad_s) == set(grad_p)
+    for term in LOSS_TERMS:
+        assert loss_s[term] == pytest.approx(loss_p[term], rel=1e-5, abs=1e-6), term
+    for name in grad_p:
+        assert torch.allclose(grad_s[name], grad_p[name], rtol=1e-4, atol=1e-6), name
+    assert any(g.abs().sum() > 0 for n, g in grad_s.items() if "lora_A" in n and ".layers.0." in n)   # through the prefix
+
+
+def test_the_heads_pool_only_the_user_turn(parts):
+    _, tokenizer, _, examples, _, _ = parts
+    batch = collate(examples[:3], tokenizer.pad_token_id)
+    for row, e in enumerate(examples[:3]):
+        own = len(e.prompt_ids) - e.user_start
+        pooled = batch.pool_mask[row].nonzero().flatten()
+        assert len(pooled) == own and 0 < e.user_start
+        # the pooled tokens are the prompt's own part, right before the answer
+        assert batch.input_ids[row, pooled].tolist() == e.prompt_ids[e.user_start:]
