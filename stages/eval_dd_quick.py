@@ -13,7 +13,8 @@ from emoloom.core.params import load_params
 from emoloom.core.resources import raw_root, resource_path
 from emoloom.core.stage import run_stage
 from emoloom.data.lexicon import load_lexicon
-from emoloom.evaluation.runner import EvalConfig, QuickProbeConfig, evaluate_file
+from emoloom.evaluation.runner import EvalConfig, QuickProbeConfig
+from emoloom.evaluation.scoring import evaluate_file
 
 PROBE = Path("data/weak/dailydialog/dev_dailydialog_weak.jsonl")
 
@@ -24,7 +25,7 @@ def main() -> None:
     run = f"{quick.mixture}-s{quick.seed}"
     root = raw_root(params["data"]["raw_root"])
     cfg = EvalConfig.from_params(params["eval"], time_budget_min=quick.time_budget_min, stream_seed=quick.stream_seed,
-                                 max_new_tokens=quick.max_new_tokens)
+                                 max_new_tokens=quick.max_new_tokens, heads_all_rows=False)
     ekman = json.loads(resource_path(root, "goemotions_ekman").read_text(encoding="utf-8"))
     result = evaluate_file(Path(f"data/sft/{run}/model"), PROBE, Path("data/eval/dd_quick"), cfg,
                            train_path=Path(f"data/mix/{quick.mixture}/train.jsonl"),

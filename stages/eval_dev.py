@@ -14,7 +14,8 @@ from emoloom.core.resources import raw_root, resource_path
 from emoloom.core.stage import run_stage
 from emoloom.data.flip import load_antonyms
 from emoloom.data.lexicon import load_lexicon
-from emoloom.evaluation.runner import EvalConfig, evaluate_file
+from emoloom.evaluation.runner import EvalConfig
+from emoloom.evaluation.scoring import evaluate_file
 
 
 def main(mixture: str, seed: str) -> None:

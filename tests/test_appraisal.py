@@ -104,7 +104,7 @@ def test_expected_counts_of_one_hot_probs_are_the_hard_counts(verifier):
     counts, n = verifier.counts_from_ids(ids, mask)
     assert counts.tolist() == [[2, 1, 0], [1, 0, 1]] and n.tolist() == [6, 4]
     probs = torch.nn.functional.one_hot(ids.clamp_min(0), 10).float()
-    soft_counts, soft_n = verifier.counts_from_probs(probs, mask)
+    soft_counts, soft_n = verifier.counts_from_probs(probs[..., verifier.feature_ids], mask)
     assert torch.equal(soft_counts, counts) and torch.equal(soft_n, n)
     assert torch.equal(verifier(soft_counts, soft_n), verifier(counts, n))
 
@@ -114,7 +114,7 @@ def test_scores_are_probabilities_and_differentiable_in_the_token_distributions(
     logits = torch.randn(2, 4, 10, requires_grad=True)
     positions = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]])
     x_counts, x_n = verifier.counts_from_ids(torch.tensor([[3, 4], [5, 6]]), torch.ones(2, 2))
-    a_counts, a_n = verifier.counts_from_probs(logits.softmax(-1), positions)
+    a_counts, a_n = verifier.counts_from_probs(logits.softmax(-1)[..., verifier.feature_ids], positions)
     scores = verifier(x_counts + a_counts, x_n + a_n)
     assert scores.shape == (2, len(verifier.atoms)) and ((scores > 0) & (scores < 1)).all()
     torch.nn.functional.binary_cross_entropy(scores, torch.full_like(scores, 0.9)).backward()

@@ -20,9 +20,9 @@ from emoloom.core.contract import (
     build_prompt,
     build_rationale,
     build_target,
-    user_turn_start,
     json_end,
     parse_output,
+    user_turn_start,
 )
 from emoloom.core.labels import LABELS
 

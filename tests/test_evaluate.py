@@ -14,7 +14,8 @@ from emoloom.core.errors import DataError, MissingInputError
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import load_antonyms
 from emoloom.evaluation import runner as ev
-from emoloom.evaluation.runner import EvalConfig, evaluate_file, major_version_drift
+from emoloom.evaluation.runner import EvalConfig
+from emoloom.evaluation.scoring import evaluate_file, major_version_drift
 from emoloom.training.config import LossWeights
 
 CFG = EvalConfig(max_new_tokens=6, decode_mode="cached", batch_size=4, max_len=512)

@@ -38,11 +38,10 @@ def test_app_loss_masks_undetermined_atoms():
 def test_expected_text_vad_by_hand():
     # vocab: 0 = "happy" (lexical), 1 = "sad" (lexical), 2 = "the" (not lexical)
     token_vad = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.2, 0.4], [0.5, 0.5, 0.5]])
-    lexical = torch.tensor([1.0, 1.0, 0.0])
+    lexical = torch.tensor([0, 1])                           # the lexical tokens' ids
     probs = torch.tensor([[[0.5, 0.25, 0.25], [0.0, 0.0, 1.0], [0.1, 0.1, 0.8]]])
-    logits = probs.log()
     positions = torch.tensor([[1.0, 1.0, 0.0]])              # the third position is not in the rationale
-    v_text, mass = losses.expected_text_vad(logits, positions, token_vad, lexical)
+    v_text, mass = losses.expected_text_vad(probs[..., lexical], positions, token_vad[lexical])
     # weights: position 0 gives 0.5 happy + 0.25 sad; position 1 gives nothing lexical
     expected = (0.5 * token_vad[0] + 0.25 * token_vad[1]) / 0.75
     assert torch.allclose(v_text[0], expected, atol=1e-6) and mass.item() == pytest.approx(0.75)
@@ -62,4 +61,13 @@ def test_vad_loss_ignores_rows_without_lexical_mass():
 def test_lm_loss_ignores_masked_targets():
     logits = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]])
     targets = torch.tensor([[0, -100]])
-    assert losses.lm_loss(logits, targets).item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 1)))
+    assert losses.lm_loss(logits.log_softmax(-1), targets).item() == pytest.approx(
+        -math.log(math.exp(2) / (math.exp(2) + 1)))
+
+
+def test_lm_loss_token_weights_give_a_weighted_mean():
+    log_probs = torch.tensor([[[0.0, -1.0], [-2.0, 0.0], [0.0, -3.0]]])      # CE of targets 1, 0, 0: 1, 2, 0
+    targets = torch.tensor([[1, 0, -100]])
+    assert losses.lm_loss(log_probs, targets).item() == pytest.approx(1.5)
+    weights = torch.tensor([[3.0, 1.0, 5.0]])                                # the masked third token stays out
+    assert losses.lm_loss(log_probs, targets, weights).item() == pytest.approx((3 * 1 + 1 * 2) / 4)

@@ -11,7 +11,7 @@ from conftest import TINY_CFG, TINY_LORA
 
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import load_antonyms
-from emoloom.modeling.token_lexicon import vocab_vad_table
+from emoloom.modeling.token_lexicon import lexical_tokens
 from emoloom.modeling.verifier import AppraisalVerifier
 from emoloom.training.config import LOSS_TERMS
 from emoloom.training.objective import step_losses
@@ -33,7 +33,8 @@ def parts(tiny_run, nrc):
     rows = list(read_jsonl(tiny_run / "train.jsonl"))
     examples = build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0),
                               load_antonyms(tiny_run / "antonyms.tsv", nrc), random.Random(0))
-    table, lexical = vocab_vad_table(tokenizer, nrc, len(tokenizer))
+    ids, lexical_vad = lexical_tokens(tokenizer, nrc)
+    table, lexical = torch.tensor(ids), lexical_vad
     return model.eval(), tokenizer, verifier, examples, table, lexical       # eval: no dropout, gradients still on
 
 
@@ -72,3 +73,36 @@ def test_the_heads_pool_only_the_user_turn(parts):
         assert len(pooled) == own and 0 < e.user_start
         # the pooled tokens are the prompt's own part, right before the answer
         assert batch.input_ids[row, pooled].tolist() == e.prompt_ids[e.user_start:]
+
+
+def test_the_label_mask_covers_the_labels_list(parts):
+    _, tokenizer, _, examples, _, _ = parts
+    e = examples[0]
+    spelled = tokenizer.decode([t for t, m in zip(e.answer_ids, e.label_mask) if m]).replace(" ", "")
+    labels_list = tokenizer.decode(e.answer_ids[:-1]).replace(" ", "").split('"vad"')[0]     # '{"labels":[...],'
+    assert labels_list[labels_list.index("["):labels_list.rindex("]") + 1] in spelled
+    assert "vad" not in spelled and "rationale" not in spelled
+
+
+def test_the_heads_refit_learns_the_kept_features_and_folds_the_thresholds():
+    from emoloom.modeling.model import Heads, heads_decisions
+    from emoloom.training.heads_fit import refit_heads
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 6)
+    y = torch.zeros(400, 28)
+    y[:, 0] = (x[:, 0] > 0.8).float()                  # a rare label (~20 %), readable from one feature
+    y[:, 1] = (x[:, 1] > -0.5).float()                 # a frequent one
+    v = torch.sigmoid(x[:, 2:5])
+    heads = Heads(6)
+    heads.init_from_data(x, y, v)
+    kept = [(x[i:i + 50], y[i:i + 50], v[i:i + 50]) for i in range(0, 400, 50)]
+    summary = refit_heads(heads, kept, seed=0)
+    assert summary["rows"] == 400 and max(summary["held_out_macro_f1_tuned"].values()) > summary[
+        "held_out_macro_f1_before"]
+    fresh = torch.randn(400, 6)                         # new rows: the refit generalises, the rare label included
+    with torch.no_grad():
+        answers = heads_decisions(*heads(fresh))
+    predicted_rare = torch.tensor(["admiration" in a["labels"] for a in answers])
+    never = (fresh[:, 0] <= 0.8).float().mean()         # the priors' answer: the rare label never
+    assert (predicted_rare == (fresh[:, 0] > 0.8)).float().mean() > never + 0.05

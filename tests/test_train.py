@@ -102,7 +102,7 @@ def test_gradients_flow_from_every_loss_term(tiny_run, nrc):
     from transformers import AutoTokenizer
 
     from emoloom.data.flip import load_antonyms
-    from emoloom.modeling.token_lexicon import vocab_vad_table
+    from emoloom.modeling.token_lexicon import lexical_tokens
     from emoloom.training.sft_data import collate
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_run / "backbone")
@@ -113,7 +113,8 @@ def test_gradients_flow_from_every_loss_term(tiny_run, nrc):
     examples = train_setup.build_examples(rows, tokenizer, replace(TINY_CFG, flip_prob=1.0), antonyms, random.Random(0))
     batch = collate([e for e in examples if e.flipped_prompt_ids][:2] + examples[:2], tokenizer.pad_token_id)
     assert batch.flip_rows.numel() >= 2 and batch.input_ids.size(0) == 4 + batch.flip_rows.numel()
-    table, lexical = vocab_vad_table(tokenizer, nrc, len(tokenizer))
+    ids, lexical_vad = lexical_tokens(tokenizer, nrc)
+    table, lexical = torch.tensor(ids), lexical_vad
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
     heads = list(model.heads.parameters())
     for term in LOSS_TERMS:

@@ -52,7 +52,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from emoloom.core.io import write_json
     from emoloom.data.lexicon import load_lexicon
-    from emoloom.evaluation.runner import EvalConfig, evaluate_file
+    from emoloom.evaluation.runner import EvalConfig
+    from emoloom.evaluation.scoring import evaluate_file
 
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, decode_mode=args.mode, batch_size=args.batch_size,
                      max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,

@@ -121,14 +121,16 @@ def lexicon_vad(records: Sequence[Mapping], lexicon: Lexicon, fallback: Mapping[
 
 def baseline_report(train_records: Sequence[Mapping], eval_records: Sequence[Mapping], lexicon: Lexicon,
                     seed: int = 0, cfg: WeakVadConfig = WeakVadConfig(),
-                    ekman_mapping: Mapping[str, Sequence[str]] | None = None) -> dict:
+                    ekman_mapping: Mapping[str, Sequence[str]] | None = None,
+                    tfidf: TfidfLabelModel | None = None) -> dict:
     """Label metrics of tfidf_lr and always_neutral, VAD metrics of constant_mean and lexicon, on eval_records.
 
     K* is the eval gold's; rows with null gold VAD are left out of the VAD metrics (n_gold_vad_missing). With the
     same lexicon and cfg that made a weak gold VAD, the lexicon baseline reproduces that gold exactly.
     """
     gold = [list(r["labels"]) for r in eval_records]
-    preds = {"tfidf_lr": predict_labels(fit_tfidf_labels(train_records, seed), eval_records),
+    tfidf = tfidf or fit_tfidf_labels(train_records, seed)          # pass a fitted one to score several row sets
+    preds = {"tfidf_lr": predict_labels(tfidf, eval_records),
              "always_neutral": [["neutral"]] * len(eval_records)}
     space = gold_subspace(gold)
     rows = [r for r in eval_records if r.get("vad") is not None]

@@ -28,6 +28,7 @@ import torch
 
 from emoloom.core.contract import json_end
 from emoloom.modeling.batching import common_prefix, left_pad, length_buckets, position_ids, prefix_forward
+from emoloom.modeling.model import lm_forward
 
 MODES = ("reference", "exact", "cached")
 
@@ -164,13 +165,15 @@ def _cached_candidates(lm, tokenizer, prefixes: list[list[int]], answers: list[l
 
 
 def certifying_forward(lm, tokenizer, prefixes: list[list[int]], candidates: list[list[int]]):
-    """One batched (left-padded) no-cache forward over prefix+candidate rows: (logits of the last K positions, K),
+    """One batched (left-padded) forward over prefix+candidate rows, their common system prompt run once (its KV
+    shared, as in training; the bound covers the difference, docs/decoding.md): (logits of the last K positions, K),
     K covering every position that predicts a candidate step."""
-    ids, mask = left_pad([p + c for p, c in zip(prefixes, candidates)], pad_id(tokenizer))
-    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    rows = [p + c for p, c in zip(prefixes, candidates)]
+    shared = common_prefix(rows, limit=min(map(len, prefixes)) - 1)   # the last prompt token predicts step 0
+    ids, mask = left_pad([r[shared:] for r in rows], pad_id(tokenizer))
     keep = max(len(c) for c in candidates) + 1
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False,
-             logits_to_keep=keep)
+    out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), torch.tensor(rows[0][:shared], dtype=torch.long),
+                     logits_to_keep=keep)
     return out.logits, keep
 
 

@@ -12,17 +12,16 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from emoloom.core.config import from_section, option, validate
-from emoloom.core.contract import PROMPT_VERSION, ParseResult, context_turns, encode_prompt, parse_output
-from emoloom.core.errors import DataError, MissingInputError, ParamError
+from emoloom.core.contract import ParseResult, context_turns, encode_prompt, parse_output
+from emoloom.core.errors import ParamError
 from emoloom.core.io import atomic_path
-from emoloom.core.stamp import config_hash, environment_stamp, git_commit
 from emoloom.data.mixing import unit_hash
 from emoloom.evaluation.heads import heads_predict
 from emoloom.evaluation.metrics import evaluate
@@ -40,7 +39,8 @@ class EvalConfig:
     batch_size: int = option(16, "rows decoded together", ge=1)
     max_len: int = option(1536, "prompt + answer tokens; longer inputs lose their oldest context turns, and count as "
                                 "invalid (input_overflow) if the message alone is too long", ge=2)
-    max_rows: int | None = option(None, "evaluate the first N rows only (None: all)", ge=1)
+    max_rows: int | None = option(None, "decode the first N rows only (None: all)", ge=1)
+    heads_all_rows: bool = option(False, "score the heads on every row, also past max_rows (heads are cheap)")
     time_budget_min: float | None = option(None, "quick mode: stop when spent", gt=0)
     stream_seed: int | None = option(None, "quick mode: seeded row order")
     precision: str = option("fp32", "fp32 (the protocol's exact dtype on CPU) | bf16 (autocast)",
@@ -52,7 +52,7 @@ class EvalConfig:
     @classmethod
     def from_params(cls, section: dict, where: str = "eval", **overrides) -> "EvalConfig":
         """From params.yaml `eval` (its decoding keys), with stage-specific fields overridden; checked key by key."""
-        keys = ("max_new_tokens", "decode_mode", "batch_size", "max_len", "precision")
+        keys = ("max_new_tokens", "decode_mode", "batch_size", "max_len", "precision", "heads_all_rows")
         unknown = sorted(set(section) - set(keys) - set(EVAL_STAGE_KEYS))
         if unknown:
             raise ParamError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys + EVAL_STAGE_KEYS)}")
@@ -85,9 +85,18 @@ def fit_prompt(record: dict, tokenizer, max_len: int, max_new_tokens: int) -> li
 
 
 def ordered(records: list[dict], cfg: EvalConfig) -> list[dict]:
+    """The rows to decode: seeded order in quick mode, the first max_rows."""
     rows = sorted(records, key=lambda r: unit_hash(cfg.stream_seed, "stream", r["id"])) \
         if cfg.stream_seed is not None else list(records)
     return rows[:cfg.max_rows] if cfg.max_rows else rows
+
+
+def plan(records: list[dict], cfg: EvalConfig) -> list[tuple[dict, bool]]:
+    """Every row the run visits, with whether it is decoded (the rest get only the heads: heads_all_rows)."""
+    decode = ordered(records, cfg)
+    chosen = {r["id"] for r in decode}
+    extra = [r for r in records if r["id"] not in chosen] if cfg.heads_all_rows else []
+    return [(r, True) for r in decode] + [(r, False) for r in extra]
 
 
 def _read_done(path: Path, fingerprint: dict) -> tuple[list[dict], int]:
@@ -138,32 +147,32 @@ def _decode(model, tokenizer, prompts: list[list[int]], cfg: EvalConfig):
 
 def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, fingerprint: dict,
         desc: str = "eval") -> tuple[list[dict], dict]:
-    """Decode (unless heads mode) and parse every row, appending per-example outputs to out_path; resumable.
-    Returns the rows and the decoding statistics of this run (certified tokens, reference steps, mismatches...)."""
-    rows = ordered(records, cfg)
+    """Decode (unless heads mode) and parse the planned rows, heads on each, appending per-example outputs to
+    out_path; resumable. Returns the rows and the decoding statistics of this run (certified tokens, reference steps,
+    mismatches...)."""
+    rows = plan(records, cfg)
     done, good_bytes = _read_done(out_path, fingerprint)
     done_ids = {d["id"] for d in done}
-    todo = [r for r in rows if r["id"] not in done_ids]
-    gold = {r["id"]: r for r in rows}
+    todo = [(r, decode) for r, decode in rows if r["id"] not in done_ids]
+    gold = {r["id"]: r for r, _ in rows}
     budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min else None
     start = time.perf_counter()
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else None
     bar = tqdm(total=len(rows), initial=len(done), desc=desc, unit=" rows")
     decode_stats: dict = {}
     with _open_for_append(out_path, fingerprint, good_bytes) as f:
-        for i in range(0, len(todo), cfg.batch_size):
-            chunk = todo[i:i + cfg.batch_size]
+        for chunk, decode in _batches(todo, cfg.batch_size):
             prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens) for r in chunk]
             live = [j for j, p in enumerate(prompts) if p is not None]
             with amp if amp else nullcontext():
                 heads = heads_predict(model, tokenizer, [prompts[j] for j in live], cfg.batch_size) if live else []
                 gens = []
-                if live and cfg.decode_mode != "heads":
+                if live and decode and cfg.decode_mode != "heads":
                     gens, stats = _decode(model, tokenizer, [prompts[j] for j in live], cfg)
                     _accumulate(decode_stats, stats.as_dict())
             by_row = {j: (heads[k], gens[k] if gens else None) for k, j in enumerate(live)}
             for j, rec in enumerate(chunk):
-                done.append(_example_row(rec, *by_row.get(j, (None, None)), cfg.decode_mode == "heads"))
+                done.append(_example_row(rec, *by_row.get(j, (None, None)), cfg.decode_mode, decode))
                 f.write(json.dumps(done[-1], ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -173,6 +182,18 @@ def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, 
                 break                  # quick mode: the budget is spent (checked after a batch: at least one runs)
     bar.close()
     return done, decode_stats
+
+
+def _batches(todo: list[tuple[dict, bool]], size: int):
+    """(records, decoded?) batches of at most `size` consecutive rows that are all decoded or all heads-only."""
+    i = 0
+    while i < len(todo):
+        flag = todo[i][1]
+        j = i
+        while j < len(todo) and j - i < size and todo[j][1] == flag:
+            j += 1
+        yield [r for r, _ in todo[i:j]], flag
+        i = j
 
 
 def _accumulate(total: dict, stats: dict) -> None:
@@ -186,20 +207,24 @@ def _accumulate(total: dict, stats: dict) -> None:
             total[key] = value
 
 
-def _example_row(rec: dict, heads: dict | None, gen, heads_only: bool) -> dict:
+def _example_row(rec: dict, heads: dict | None, gen, mode: str, decoded: bool) -> dict:
+    """One line of outputs.jsonl. Not decoded (heads only, past max_rows): valid is None and only the heads count."""
+    row = {"id": rec["id"], "decoded": decoded, "raw": None, "valid": None if not decoded else False, "failure": None,
+           "parsed": None, "stop": "not_decoded" if not decoded else "overflow", "n_new_tokens": 0, "heads": heads}
     if heads is None:
-        return {"id": rec["id"], "raw": None, "valid": False, "failure": "input_overflow", "parsed": None,
-                "stop": "overflow", "n_new_tokens": 0, "heads": None}
-    if heads_only:
-        return {"id": rec["id"], "raw": None, "valid": True, "failure": None, "parsed": heads, "stop": "heads",
-                "n_new_tokens": 0, "heads": heads}
+        return {**row, "failure": "input_overflow" if decoded else None}
+    if not decoded:
+        return row
+    if mode == "heads":
+        return {**row, "valid": True, "parsed": heads, "stop": "heads"}
     result = parse_output(gen.text)
     parsed = {"labels": result.labels, "vad": result.vad, "rationale": result.rationale} if result.ok else None
-    return {"id": rec["id"], "raw": gen.text, "valid": result.ok, "failure": result.failure, "parsed": parsed,
-            "stop": gen.stop, "n_new_tokens": len(gen.token_ids), "heads": heads}
+    return {**row, "raw": gen.text, "valid": result.ok, "failure": result.failure, "parsed": parsed,
+            "stop": gen.stop, "n_new_tokens": len(gen.token_ids)}
 
 
 def _live_metrics(done: list[dict], gold: dict, budget_s: float | None, elapsed: float) -> dict:
+    done = [d for d in done if d["decoded"]] or done[:1]
     valid = [d for d in done if d["valid"]]
     scored = evaluate([gold[d["id"]] for d in done], [as_result(d["parsed"], d["valid"], d["failure"]) for d in done])
     post = {"parse_ok": f"{len(valid) / max(len(done), 1):.3f}",
@@ -213,110 +238,3 @@ def as_result(parsed: dict | None, valid: bool, failure: str | None) -> ParseRes
     if not valid or parsed is None:
         return ParseResult(False, failure=failure)
     return ParseResult(True, parsed["labels"], parsed["vad"], parsed.get("rationale"))
-
-
-def score(records: list[dict], rows: list[dict], ekman_mapping: dict | None = None) -> dict:
-    """Metrics of the generated JSON and of the heads on the evaluated rows, and how often the two agree."""
-    gold = {r["id"]: r for r in records}
-    golds = [gold[d["id"]] for d in rows]
-    generated = evaluate(golds, [as_result(d["parsed"], d["valid"], d["failure"]) for d in rows], ekman_mapping)
-    with_heads = [d for d in rows if d["heads"] is not None]
-    heads = evaluate(golds, [as_result(d["heads"], d["heads"] is not None, "input_overflow") for d in rows],
-                     ekman_mapping)
-    both = [d for d in with_heads if d["valid"]]
-    agreement = {"n": len(both),
-                 "labels_exact": round(sum(set(d["parsed"]["labels"]) == set(d["heads"]["labels"]) for d in both)
-                                       / len(both), 4) if both else None,
-                 "valence_mean_abs_diff": round(sum(abs(d["parsed"]["vad"]["v"] - d["heads"]["vad"]["v"])
-                                                    for d in both) / len(both), 4) if both else None}
-    stops = {}
-    for d in rows:
-        stops[d["stop"]] = stops.get(d["stop"], 0) + 1
-    return {"generated": generated, "heads": heads, "agreement_heads_vs_generated": agreement, "stops": stops,
-            "mean_new_tokens": round(sum(d["n_new_tokens"] for d in rows) / max(len(rows), 1), 2)}
-
-
-def provenance(cfg: EvalConfig, bundle_info: dict, data_path: Path) -> dict:
-    """Contract-first logging: commit, config hash, prompt version, decoding config, environments."""
-    from emoloom.core.io import sha1_file
-
-    env = environment_stamp()
-    decoding = {**asdict(cfg), "greedy": True, "temperature": 0, "top_p": 1.0,
-                "early_stop": "answer JSON closed or EOS", "use_cache": cfg.decode_mode == "cached"}
-    return {"git_commit": git_commit(), "prompt_version": PROMPT_VERSION, "decoding": decoding,
-            "config_hash": config_hash({"eval": asdict(cfg), "weights": bundle_info.get("weights_sha1"),
-                                        "data": sha1_file(data_path)}),
-            "model_weights_sha1": bundle_info.get("weights_sha1"), "model_run": bundle_info.get("run"),
-            "environment": env, "environment_warnings": major_version_drift(bundle_info.get("environment"), env)}
-
-
-def major_version_drift(trained: dict | None, running: dict) -> list[str]:
-    """A warning per library whose major version differs between the checkpoint's stamp and this run."""
-    warnings = []
-    for lib, version in ((trained or {}).get("libraries") or {}).items():
-        now = running["libraries"].get(lib)
-        if version and now and version.split(".")[0] != now.split(".")[0]:
-            warnings.append(f"{lib}: checkpoint made with {version}, evaluating with {now}")
-    return warnings
-
-
-@torch.no_grad()
-def flip_symmetry(model, tokenizer, records: list[dict], antonyms: dict[str, str], max_len: int) -> dict:
-    """S_flip of the VAD head on the evaluated rows that have a Valence-Flip twin."""
-    from emoloom.data.flip import flip_text
-    from emoloom.evaluation.metrics import s_flip
-
-    pairs = []
-    for rec in records:
-        flipped = flip_text(rec["text"], antonyms)
-        prompts = [fit_prompt(r, tokenizer, max_len, 0) for r in (rec, dict(rec, text=flipped or ""))]
-        if flipped and None not in prompts:
-            v, v_flipped = (h["vad"]["v"] for h in heads_predict(model, tokenizer, prompts))
-            pairs.append((v, v_flipped))
-    return s_flip(pairs)
-
-
-def check_paths(bundle_dir: Path, data_path: Path, out_dir: Path, train_path: Path | None = None) -> None:
-    """Every path an evaluation needs, checked before the model loads (MissingInputError / DataError name it)."""
-    for what, path in (("model bundle", bundle_dir), ("data file", data_path), ("training file", train_path)):
-        if path is not None and not Path(path).exists():
-            raise MissingInputError(f"{what} {path} does not exist")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise DataError(f"output directory {out_dir} is a file: pass a directory for outputs.jsonl and metrics.json")
-
-
-def evaluate_file(bundle_dir: Path, data_path: Path, out_dir: Path, cfg: EvalConfig, *, train_path: Path | None = None,
-                  lexicon=None, antonyms: dict | None = None, ekman_mapping: dict | None = None,
-                  desc: str = "eval") -> dict:
-    """Evaluate a model bundle on a record JSONL: per-example outputs in out_dir/outputs.jsonl. Returns
-    {"metrics": generated JSON both ways, heads, agreement, baselines on the same rows, S_flip, provenance;
-     "runtime": this run's decoding statistics and speed (they differ after a resume, so they are kept apart)}."""
-    from emoloom.data.records import read_records
-    from emoloom.evaluation.baselines import baseline_report
-    from emoloom.modeling.model import load_bundle
-
-    check_paths(bundle_dir, data_path, out_dir, train_path)
-    records = read_records(data_path)
-    if not records:
-        raise DataError(f"{data_path}: no records to evaluate")
-    train = read_records(train_path) if train_path is not None and lexicon is not None else None
-    model, tokenizer, info = load_bundle(bundle_dir)
-    prov = provenance(cfg, info, data_path)
-    for warning in prov["environment_warnings"]:
-        print(f"warning: {warning}")
-    start = time.perf_counter()
-    rows, decode_stats = run(model, tokenizer, records, cfg, Path(out_dir) / "outputs.jsonl",
-                             {"config_hash": prov["config_hash"]}, desc)
-    seconds = time.perf_counter() - start
-    by_id = {r["id"]: r for r in records}
-    evaluated = [by_id[d["id"]] for d in rows]
-    metrics = {"model": str(bundle_dir), "data": str(data_path), "n_records": len(records), "n_evaluated": len(rows),
-               **score(evaluated, rows, ekman_mapping), "provenance": prov}
-    if train is not None:
-        metrics["baselines"] = baseline_report(train, evaluated, lexicon, ekman_mapping=ekman_mapping)
-    if antonyms is not None:
-        metrics["s_flip"] = flip_symmetry(model, tokenizer, evaluated, antonyms, cfg.max_len)
-    runtime = {"decode": decode_stats, "seconds_this_run": round(seconds, 1),
-               "rows_decoded_this_run": decode_stats.get("rows", 0),
-               "rows_per_s_this_run": round(decode_stats.get("rows", 0) / max(seconds, 1e-9), 3)}
-    return {"metrics": metrics, "runtime": runtime}

@@ -11,9 +11,13 @@ import torch.nn.functional as F
 EPS = 1e-8
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens; targets are -100 elsewhere."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+def lm_loss(log_probs: torch.Tensor, targets: torch.Tensor, token_weights: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Cross-entropy over answer tokens from their log-probabilities (B, K, V), targets -100 elsewhere: the mean, or
+    with token_weights (B, K) the weighted mean sum_t w_t CE_t / sum_t w_t over the answer tokens."""
+    nll = F.nll_loss(log_probs.reshape(-1, log_probs.size(-1)), targets.reshape(-1), ignore_index=-100,
+                     reduction="none").reshape(targets.shape)
+    w = torch.as_tensor(token_weights, dtype=nll.dtype, device=nll.device).expand_as(nll) * (targets != -100)
+    return (nll * w).sum() / w.sum().clamp_min(EPS)
 
 
 def cls_loss(label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -26,19 +30,18 @@ def reg_loss(vad: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((vad.float() - target.float()) ** 2).sum(-1).mean()
 
 
-def expected_text_vad(logits: torch.Tensor, positions: torch.Tensor, token_vad: torch.Tensor,
-                      token_is_lexical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def expected_text_vad(lexical_probs: torch.Tensor, positions: torch.Tensor,
+                      lexical_vad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """v_text(a) = sum_j w_j l(t_j) / sum_j w_j, in expectation under the teacher-forced token distributions.
 
-    logits (B, J, V) predict the answer tokens; positions (B, J) marks the rationale tokens; token_vad (V, 3) is the
-    lexicon VAD of each vocabulary token and token_is_lexical (V,) is 1 where a token is a lexicon word (w_j = 1{l(t_j)
-    exists} becomes the probability mass on such tokens). Returns (v_text (B, 3), lexical mass (B,)).
+    lexical_probs (B, J, N) are the probabilities of the N vocabulary tokens that are lexicon words (the others carry
+    no VAD: w_j = 1{l(t_j) exists} becomes the probability mass on lexicon words); positions (B, J) marks the
+    rationale tokens; lexical_vad (N, 3) is the lexicon VAD of those tokens. Returns (v_text (B, 3), lexical mass (B,)).
     """
-    probs = logits.float().softmax(-1) * positions.unsqueeze(-1)
-    mass = probs @ token_is_lexical                         # (B, J)
-    weighted = probs @ (token_vad * token_is_lexical.unsqueeze(-1))   # (B, J, 3)
-    total = mass.sum(1)
-    return weighted.sum(1) / (total.unsqueeze(-1) + EPS), total
+    probs = lexical_probs.float() * positions.unsqueeze(-1)
+    total = probs.sum((1, 2))
+    weighted = (probs.sum(1) @ lexical_vad.float())                      # (B, 3): sum_j sum_t p_j(t) l(t)
+    return weighted / (total.unsqueeze(-1) + EPS), total
 
 
 def vad_loss(v_text: torch.Tensor, target: torch.Tensor, lexical_mass: torch.Tensor,

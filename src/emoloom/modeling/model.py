@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -98,18 +99,29 @@ def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], 
     return torch.stack(feats) if prompts else torch.empty(0, lm.config.hidden_size)
 
 
+class EmoOutput(NamedTuple):
+    logits: torch.Tensor          # (rows, positions, vocab) LM logits of the last positions
+    label_logits: torch.Tensor    # (rows, labels)
+    vad: torch.Tensor             # (rows, 3) in [0, 1]
+    pooled: torch.Tensor          # (rows, hidden) fp32: what the heads read
+
+
 class EmoModel(nn.Module):
     def __init__(self, lm: nn.Module, heads: Heads):
         super().__init__()
         self.lm, self.heads = lm, heads
 
-    def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1, prefix_ids=None):
-        """(LM logits of the last `logits_to_keep` positions, label logits, VAD in [0,1]) of rows after a shared
-        prefix (`lm_forward`); the heads read the hidden states pooled over `pool_mask`."""
-        out = lm_forward(self.lm, input_ids, attention_mask, prefix_ids, logits_to_keep)
-        pooled = masked_mean(out.hidden_states[-1], pool_mask).float()
+    def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1, prefix_ids=None,
+                logit_rows: int | None = None):
+        """(LM logits of the last `logits_to_keep` positions of the first `logit_rows` rows (all by default), label
+        logits, VAD in [0,1]) of rows after a shared prefix (`lm_forward`); the heads read the hidden states pooled over
+        `pool_mask`. Rows past `logit_rows` (e.g. Valence-Flip twins) only feed the heads."""
+        out = lm_forward(self.lm, input_ids, attention_mask, prefix_ids, logits_to_keep=1)
+        hidden = out.hidden_states[-1]                          # after the final norm: what the LM head reads
+        logits = self.lm.get_output_embeddings()(hidden[:logit_rows, -logits_to_keep:])
+        pooled = masked_mean(hidden, pool_mask).float()
         label_logits, vad = self.heads(pooled)
-        return out.logits, label_logits, vad
+        return EmoOutput(logits, label_logits, vad, pooled)
 
     @torch.no_grad()
     def predict_heads(self, prompts: list[list[int]], starts: list[int], pad_id: int, batch_size: int = 16,

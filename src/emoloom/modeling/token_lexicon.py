@@ -21,11 +21,3 @@ def lexical_tokens(tokenizer, lexicon: Lexicon) -> tuple[list[int], torch.Tensor
                 ids.append(token_id)
                 vad.append(scores)
     return ids, torch.tensor(vad, dtype=torch.float32).reshape(-1, 3)
-
-
-def vocab_vad_table(tokenizer, lexicon: Lexicon, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense (vocab_size, 3) VAD table and (vocab_size,) 0/1 mask of lexical tokens, for `losses.expected_text_vad`."""
-    ids, vad = lexical_tokens(tokenizer, lexicon)
-    table, mask = torch.zeros(vocab_size, 3), torch.zeros(vocab_size)
-    table[ids], mask[ids] = vad, 1.0
-    return table, mask

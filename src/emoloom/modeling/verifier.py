@@ -144,14 +144,14 @@ class AppraisalVerifier(nn.Module):
         counts.scatter_add_(1, self._column[ids], mask)
         return counts[:, :-1], mask.sum(1)
 
-    def counts_from_probs(self, probs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected counts (B, F) = sum_j probs[b, j, feature_ids] over positions (B, J) = 1, and n_tokens (B,).
+    def counts_from_probs(self, feature_probs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected counts (B, F) = sum_j p_j(feature token f) over positions (B, J) = 1, and n_tokens (B,).
 
-        probs (B, J, V) are next-token distributions (e.g. teacher-forced softmax over the answer); one-hot probs give
-        exactly counts_from_ids. Differentiable in probs.
+        feature_probs (B, J, F) are next-token probabilities of the feature tokens `feature_ids`, in that order (e.g.
+        the teacher-forced answer distributions, gathered); one-hot rows give exactly counts_from_ids. Differentiable.
         """
         positions = positions.to(torch.float32)
-        counts = (probs.index_select(-1, self.feature_ids).float() * positions.unsqueeze(-1)).sum(1)
+        counts = (feature_probs.float() * positions.unsqueeze(-1)).sum(1)
         return counts, positions.sum(1)
 
     def features(self, counts: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:

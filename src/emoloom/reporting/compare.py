@@ -77,8 +77,10 @@ DEV_COLUMNS: list[Column] = [
     *_both("macro_r", "Macro-R", ("labels", "macro_r")),
     *_both("one_minus_rmse", "1-RMSE", ("vad", "one_minus_rmse")),
     *_both("rho_mean", "rho_mean", ("vad", "rho_mean")),
+    Column("n_heads", "N heads", ("heads", "n"), None, 0),
     Column("heads_macro_f1", "Heads Macro-F1", ("heads", "paper", "labels", "macro_f1")),
     Column("heads_one_minus_rmse", "Heads 1-RMSE", ("heads", "paper", "vad", "one_minus_rmse")),
+    Column("heads_rho_mean", "Heads rho_mean", ("heads", "paper", "vad", "rho_mean")),
     Column("s_flip", "S_flip ↓", ("s_flip", "s_flip"), False),
 ]
 
@@ -95,6 +97,11 @@ BASELINE_COLUMNS: list[Column] = [
            ("baselines", "vad", "constant_mean", "one_minus_rmse"), None),
     Column("lexicon_one_minus_rmse", "Lexicon 1-RMSE", ("baselines", "vad", "lexicon", "one_minus_rmse"), None),
     Column("lexicon_rho_mean", "Lexicon rho_mean", ("baselines", "vad", "lexicon", "rho_mean"), None),
+    Column("n_heads", "N heads", ("baselines_heads_rows", "n_eval"), None, 0),
+    Column("tfidf_lr_macro_f1_heads_rows", "TF-IDF+LR Macro-F1 (heads rows)",
+           ("baselines_heads_rows", "labels", "tfidf_lr", "macro_f1"), None),
+    Column("constant_mean_one_minus_rmse_heads_rows", "Constant-mean 1-RMSE (heads rows)",
+           ("baselines_heads_rows", "vad", "constant_mean", "one_minus_rmse"), None),
 ]
 
 # Table 2: training overview from the train logs (+ metrics/sft). Keys are filled by training_row().
@@ -242,7 +249,7 @@ def dev_table(runs: Mapping[str, Mapping[int, Mapping]], seeds: list[int]) -> Ta
         f"{BEST} best, {SECOND} second best per column (higher is better; ↓: lower is better), on the displayed means. "
         + _seed_note(seeds),
         "paper = valid outputs only (the paper's Table 3); strict = all N, an invalid output counting as the empty label "
-        "set and the neutral VAD point (docs/metrics.md). Heads = the label/VAD heads read directly, paper way (invalid only where the input overflows the context). "
+        "set and the neutral VAD point (docs/metrics.md). Heads = the label/VAD heads read directly on N heads rows (the whole dev split with eval.heads_all_rows), paper way (invalid only where the input overflows the context). "
         "S_flip = Valence-Flip asymmetry, lower is better. n/a: no value (e.g. no valid output for the paper way).",
         "Each mixture is scored on its own dev split (N rows): compare with the baselines below on the same rows.",
     ]
@@ -308,7 +315,8 @@ class Report:
         """The DVC metric (metrics/compare.json), kept narrow because `dvc metrics show` puts every leaf in a column:
         the dev table in full, the baselines' means and the training table's headline numbers (CSVs have the rest)."""
         return {"dev": self.dev.json(),
-                "baselines": self.baselines.json([c.key for c in BASELINE_COLUMNS if c.key != "n_dev"], std=False),
+                "baselines": self.baselines.json([c.key for c in BASELINE_COLUMNS if not c.key.startswith("n_")],
+                                                 std=False),
                 "training": self.training.json(["points", "best_loss", "best_step", "selected_step"], std=False)}
 
 

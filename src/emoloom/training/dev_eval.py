@@ -71,8 +71,8 @@ def dev_evaluation(model: EmoModel, tokenizer, dev: list[dict], dev_examples: li
                              use_cache=cfg.eval_use_cache)
         results += [parse_output(g.text) for g in gens]
         batch = collate(chunk, tokenizer.pad_token_id).to(device)
-        _, label_logits, vad = model(batch.input_ids, batch.attention_mask, batch.pool_mask, prefix_ids=batch.prefix_ids)
-        heads_pred += [as_result(h, True, None) for h in heads_decisions(label_logits, vad)]
+        out = model(batch.input_ids, batch.attention_mask, batch.pool_mask, prefix_ids=batch.prefix_ids)
+        heads_pred += [as_result(h, True, None) for h in heads_decisions(out.label_logits, out.vad)]
     model.train()
     scored = evaluate(dev, results)
     heads = evaluate(dev, heads_pred)

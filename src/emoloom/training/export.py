@@ -32,17 +32,18 @@ def write_bundle(bundle: Path, weights: dict[str, torch.Tensor], model: EmoModel
 
 
 def export_run(state: RunState, cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, model: EmoModel,
-               last_weights: dict[str, torch.Tensor], paths: RunPaths, run_name: str, mixture: dict[str, float],
+               chosen: dict[str, torch.Tensor], paths: RunPaths, run_name: str, mixture: dict[str, float],
                config_hash: str) -> dict:
-    """Export the bundle (best weights, else the last evaluated ones); return {"metrics", "timing"} of the run."""
+    """Export the bundle with the `chosen` weights (the best checkpoint's); return {"metrics", "timing"} of the run."""
     best = state.best
     info = {"run": run_name, "mixture": mixture, "prompt_version": PROMPT_VERSION, "labels": list(LABELS),
             # relative to the bundle directory, so the bundle loads from any working directory (load_bundle)
-            "backbone": os.path.relpath(paths.backbone.resolve(), (paths.out / "model").resolve()), "backbone_info": _read_json_or_none(paths.backbone / "backbone.json"),
+            "backbone": os.path.relpath(paths.backbone.resolve(), (paths.out / "model").resolve()),
+            "backbone_info": _read_json_or_none(paths.backbone / "backbone.json"),
             "tokenizer_sha1": sha1_file(paths.backbone / "tokenizer.json"), "full_finetune": cfg.full_finetune,
             "lora": asdict(lora), "config": asdict(cfg), "loss": asdict(weights), "config_hash": config_hash}
     selected_step = best.step if best else state.step
-    weights_sha1 = write_bundle(paths.out / "model", best.weights if best else last_weights, model,
+    weights_sha1 = write_bundle(paths.out / "model", chosen, model,
                                 {**info, "selected_step": selected_step})
     last = state.history.train[-cfg.pass_steps:]
     final_losses = {t: statistics.fmean(r[f"loss_{t}"] for r in last) for t in weights.active} if last else {}

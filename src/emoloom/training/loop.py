@@ -32,6 +32,7 @@ from emoloom.modeling.verifier import AppraisalVerifier
 from emoloom.training.config import LossWeights, RunPaths, SFTConfig
 from emoloom.training.dev_eval import dev_evaluation
 from emoloom.training.export import export_run
+from emoloom.training.heads_fit import refit_heads
 from emoloom.training.objective import step_losses
 from emoloom.training.sampler import MixtureSampler
 from emoloom.training.setup import (
@@ -106,12 +107,15 @@ class Run:
         totals, sources, entropies, n_tokens = {t: 0.0 for t in self.weights.active}, [], [], 0
         for _ in range(heal.grad_accum):
             source = self.sampler.draw(step)
-            batch = collate(self.streams[source].take(heal.micro_batch, heal.max_len),
-                            self.tokenizer.pad_token_id).to(self.device)
+            batch = collate(self.streams[source].take(heal.micro_batch, heal.max_len), self.tokenizer.pad_token_id,
+                            share_prefix=self.cfg.share_prefix and not self.cfg.gradient_checkpointing).to(self.device)
             with self.autocast():
-                terms, entropy = step_losses(self.model, batch, self.verifier, self.data.token_vad,
-                                             self.data.token_lexical, self.weights)
+                terms, kept = step_losses(self.model, batch, self.verifier, self.data.lexical_ids,
+                                          self.data.lexical_vad, self.weights,
+                                          (self.cfg.label_token_weight, self.cfg.vad_token_weight))
             (self.weights.combine(terms) / heal.grad_accum).backward()
+            entropy = kept["entropy"]
+            self.keep_features(kept["pooled"], batch)
             self.sampler.update(source, entropy)
             self.state.pass_entropy.setdefault(source, []).append(entropy)
             for t in totals:
@@ -120,6 +124,13 @@ class Run:
             entropies.append(entropy)
             n_tokens += batch.n_tokens
         return {"totals": totals, "sources": sources, "entropies": entropies, "tokens": n_tokens}
+
+    def keep_features(self, pooled: torch.Tensor, batch) -> None:
+        """Keep the latest heads_refit_rows examples' pooled features with their targets (the heads' refit)."""
+        if self.cfg.heads_refit_rows:
+            self.state.features.append((pooled.cpu(), batch.labels.cpu(), batch.vad.cpu()))
+            while sum(len(f[0]) for f in self.state.features[1:]) >= self.cfg.heads_refit_rows:
+                self.state.features.pop(0)
 
     def optimizer_step(self) -> float:
         """Schedule the LR, clip, step, update the EMA; the gradient norm before clipping."""
@@ -229,6 +240,14 @@ class Run:
             self.state.history.decide(self.state.step, "final_evaluation", stop=self.state.stop or "max_steps")
         self.save()
 
+    def refit_heads(self, chosen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The chosen weights with the heads refitted on the kept features (emoloom.training.heads_fit)."""
+        swap_weights(self.model, {n: w for n, w in chosen.items() if n.startswith("heads.")})
+        summary = refit_heads(self.model.heads, self.state.features, self.cfg.seed)
+        self.state.history.decide(self.state.step, "heads_refit", **summary)
+        write_logs(self.plots, self.state.history)
+        return {**chosen, **{f"heads.{n}": p.detach().clone() for n, p in self.model.heads.named_parameters()}}
+
     # ---------------------------------------------------------------------------------------------- checkpoints
 
     def save(self) -> None:
@@ -322,5 +341,10 @@ def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPa
     bar.close()
     run.finish()
     write_logs(paths.plots, state.history)
-    return export_run(state, cfg, weights, lora, run.model, run.eval_weights(), paths, run_name, mixture,
-                      run.config_hash)
+    chosen = state.best.weights if state.best else run.eval_weights()
+    if cfg.heads_refit_rows and state.features:
+        if state.best is None or state.best.step == state.step:
+            chosen = run.refit_heads(chosen)
+        else:                                  # the kept features come from later weights than the exported ones
+            state.history.decide(state.step, "heads_refit_skipped", exported_step=state.best.step)
+    return export_run(state, cfg, weights, lora, run.model, chosen, paths, run_name, mixture, run.config_hash)

@@ -16,33 +16,46 @@ from emoloom.training.config import LossWeights
 from emoloom.training.sft_data import Batch
 
 
-def step_losses(model: EmoModel, batch: Batch, verifier: AppraisalVerifier, token_vad: torch.Tensor,
-                token_lexical: torch.Tensor, weights: LossWeights = LossWeights()
-                ) -> tuple[dict[str, torch.Tensor], float]:
-    """The active loss terms for one micro-batch, and the mean answer-token entropy (the sampler's H_t)."""
+def step_losses(model: EmoModel, batch: Batch, verifier: AppraisalVerifier, lexical_ids: torch.Tensor,
+                lexical_vad: torch.Tensor, weights: LossWeights = LossWeights(),
+                field_weights: tuple[float, float] = (1.0, 1.0)) -> tuple[dict[str, torch.Tensor], dict]:
+    """The active loss terms for one micro-batch, and what the loop keeps of it: the mean answer-token entropy (the
+    sampler's H_t) and the examples' pooled features (detached: the heads' refit at export).
+
+    lexical_ids (N,) are the vocabulary tokens that are lexicon words and lexical_vad (N, 3) their VAD (L_vad). The
+    answer distributions are normalised once (log-softmax over the vocabulary); L_vad and L_app only gather the
+    probabilities of the tokens they weigh. L_lm weighs the tokens of the labels list and of the vad object by
+    `field_weights` (sft.train.label_token_weight, vad_token_weight), the other answer tokens by 1.
+    """
     active = set(weights.active)
-    logits, label_logits, vad = model(batch.input_ids, batch.attention_mask, batch.pool_mask,
-                                      logits_to_keep=batch.answer_len + 1, prefix_ids=batch.prefix_ids)
     b = batch.n_examples                                       # rows after the examples are Valence-Flip twins
-    logits = logits[:b, :-1].float()                           # position t predicts answer token t
-    probs = logits.softmax(-1)
+    out = model(batch.input_ids, batch.attention_mask, batch.pool_mask, logits_to_keep=batch.answer_len + 1,
+                prefix_ids=batch.prefix_ids, logit_rows=b)
+    label_logits, vad = out.label_logits, out.vad
+    log_probs = out.logits[:, :-1].float().log_softmax(-1)     # position t predicts answer token t
     terms = {}
     if "lm" in active:
-        terms["lm"] = losses.lm_loss(logits, batch.answer_targets)
+        token_weights = 1.0 + (field_weights[0] - 1.0) * batch.label_mask + (field_weights[1] - 1.0) * batch.vad_mask
+        terms["lm"] = losses.lm_loss(log_probs, batch.answer_targets, token_weights)
     if "cls" in active:
         terms["cls"] = losses.cls_loss(label_logits[:b], batch.labels)
     if "reg" in active:
         terms["reg"] = losses.reg_loss(vad[:b], batch.vad)
+    if "vad" in active or "app" in active:
+        lexical_probs = log_probs.index_select(-1, lexical_ids).exp()
     if "vad" in active:
-        v_text, mass = losses.expected_text_vad(logits, batch.rationale_mask, token_vad, token_lexical)
+        v_text, mass = losses.expected_text_vad(lexical_probs, batch.rationale_mask, lexical_vad)
         terms["vad"] = losses.vad_loss(v_text, batch.vad, mass)
     if "app" in active:
-        counts_a, n_a = verifier.counts_from_probs(probs, batch.answer_mask)
+        same = torch.equal(verifier.feature_ids, lexical_ids)
+        feature_probs = lexical_probs if same else log_probs.index_select(-1, verifier.feature_ids).exp()
+        counts_a, n_a = verifier.counts_from_probs(feature_probs, batch.answer_mask)
         counts_x, n_x = verifier.counts_from_ids(batch.text_ids, batch.text_mask)
         terms["app"] = losses.app_loss(verifier(counts_x + counts_a, n_x + n_a), batch.appraisal, batch.appraisal_mask)
     if "flip" in active:
         terms["flip"] = (losses.flip_loss(vad[batch.flip_rows, 0], vad[b:, 0]) if batch.flip_rows.numel()
                          else vad.sum() * 0.0)
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-    mean_entropy = float((entropy.detach() * batch.answer_mask).sum() / batch.answer_mask.sum())
-    return terms, mean_entropy
+    with torch.no_grad():
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        mean_entropy = float((entropy * batch.answer_mask).sum() / batch.answer_mask.sum())
+    return terms, {"entropy": mean_entropy, "pooled": out.pooled[:b].detach()}

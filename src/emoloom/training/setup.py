@@ -16,7 +16,7 @@ from emoloom.core.errors import DataError, MissingInputError, ParamError
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import flip_text, load_antonyms
 from emoloom.modeling.model import EmoModel, Heads, LoraSettings, add_lora, prompt_features
-from emoloom.modeling.token_lexicon import vocab_vad_table
+from emoloom.modeling.token_lexicon import lexical_tokens
 from emoloom.modeling.verifier import AppraisalVerifier, prototype_targets
 from emoloom.training.config import RunPaths, SFTConfig
 from emoloom.training.sft_data import SFTExample, encode
@@ -42,8 +42,8 @@ class TrainingData:
     examples: dict[str, list[SFTExample]]    # source -> its training examples (file order)
     dev: list[dict]                          # the dev records scored during training
     dev_examples: list[SFTExample]
-    token_vad: torch.Tensor                  # (V, 3) lexicon VAD per vocabulary token (L_vad)
-    token_lexical: torch.Tensor              # (V,) 1 where a token is a lexicon word
+    lexical_ids: torch.Tensor                # (N,) vocabulary tokens that are lexicon words (L_vad, L_app)
+    lexical_vad: torch.Tensor                # (N, 3) their lexicon VAD
 
 
 def build_examples(records: list[dict], tokenizer, cfg: SFTConfig, antonyms: dict[str, str],
@@ -74,8 +74,8 @@ def load_training_data(cfg: SFTConfig, paths: RunPaths, tokenizer, lexicon, mixt
     examples = {s: build_examples(recs, tokenizer, cfg, antonyms, rng) for s, recs in by_source.items()}
     dev = list(read_jsonl(paths.dev))[:cfg.eval_rows]
     dev_examples = build_examples(dev, tokenizer, SFTConfig(flip_prob=0.0), antonyms, rng)
-    token_vad, token_lexical = (t.to(device) for t in vocab_vad_table(tokenizer, lexicon, len(tokenizer)))
-    return TrainingData(examples, dev, dev_examples, token_vad, token_lexical)
+    ids, vad = lexical_tokens(tokenizer, lexicon)
+    return TrainingData(examples, dev, dev_examples, torch.tensor(ids, dtype=torch.long, device=device), vad.to(device))
 
 
 def build_model(backbone: Path, cfg: SFTConfig, lora: LoraSettings, device: torch.device) -> EmoModel:

@@ -34,6 +34,8 @@ class SFTExample:
     prompt_ids: list[int]
     answer_ids: list[int]            # target line tokens + eos
     rationale_mask: list[int]        # 1 where an answer token belongs to the rationale text
+    label_mask: list[int]            # 1 where an answer token spells the labels list
+    vad_mask: list[int]              # 1 where an answer token spells the vad object
     labels: list[float]              # multi-hot over LABELS
     vad: list[float]                 # target v, a, d
     user_start: int = 0              # where the prompt's own part begins (the heads pool from here)
@@ -47,13 +49,21 @@ class SFTExample:
         return len(self.prompt_ids) + len(self.answer_ids)
 
 
+def _span_mask(offsets, start: int, end: int) -> list[int]:
+    """1 for each answer token overlapping target[start:end] (and 0 for the final eos)."""
+    return [int(a < end and b > start) for a, b in offsets] + [0]
+
+
 def encode(record: dict, tokenizer, flipped_text: str | None = None) -> SFTExample:
     """Tokenise one record into an SFT example (the answer is tokenised on its own, as a decoder would emit it)."""
     target = build_target(record["labels"], record["vad"], record.get("vad_cues") or [])
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     start = target.rindex(RATIONALE_KEY) + len(RATIONALE_KEY)
     end = len(target) - 2                                     # before the closing '"}'
-    mask = [int(a < end and b > start) for a, b in enc.offset_mapping] + [0]
+    mask = _span_mask(enc.offset_mapping, start, end)
+    label_mask = _span_mask(enc.offset_mapping, target.index("["), target.index("]") + 1)   # the labels list
+    vad_start = target.index('"vad":') + len('"vad":')
+    vad_mask = _span_mask(enc.offset_mapping, vad_start, target.index("}", vad_start) + 1)  # the vad object
     multi_hot = [0.0] * NUM_LABELS
     for name in record["labels"]:
         multi_hot[LABEL_INDEX[name]] = 1.0
@@ -62,7 +72,7 @@ def encode(record: dict, tokenizer, flipped_text: str | None = None) -> SFTExamp
     flipped = encode_prompt(tokenizer, flipped_text, turns) if flipped_text else None
     return SFTExample(
         id=record["id"], source=record["source"], prompt_ids=prompt, answer_ids=enc.input_ids + [tokenizer.eos_token_id],
-        rationale_mask=mask, labels=multi_hot, vad=[record["vad"][k] for k in "vad"],
+        rationale_mask=mask, label_mask=label_mask, vad_mask=vad_mask, labels=multi_hot, vad=[record["vad"][k] for k in "vad"],
         user_start=user_turn_start(tokenizer, prompt), flipped_prompt_ids=flipped,
         flipped_user_start=user_turn_start(tokenizer, flipped) if flipped else 0)
 
@@ -75,6 +85,8 @@ class Batch:
     pool_mask: torch.Tensor          # (R, L) 1 on each row's user turn (what the heads pool over)
     answer_targets: torch.Tensor     # (B, K) answer token ids right-aligned, -100 elsewhere
     rationale_mask: torch.Tensor     # (B, K)
+    label_mask: torch.Tensor         # (B, K) 1 on the tokens of the labels list
+    vad_mask: torch.Tensor           # (B, K) 1 on the tokens of the vad object
     answer_mask: torch.Tensor        # (B, K) 1 on answer tokens
     labels: torch.Tensor             # (B, NUM_LABELS)
     vad: torch.Tensor                # (B, 3)
@@ -121,13 +133,15 @@ def collate(examples: list[SFTExample], pad_id: int, share_prefix: bool = True) 
         answer = len(examples[r].answer_ids) if r < len(examples) else 0
         pool[r, width - answer - (len(prompt) - start): width - answer] = 1
     targets = torch.full((len(examples), k), -100, dtype=torch.long)
-    rationale = torch.zeros((len(examples), k))
+    rationale, label, vad = (torch.zeros((len(examples), k)) for _ in range(3))
     for i, e in enumerate(examples):
         n = len(e.answer_ids)
         targets[i, k - n:] = torch.tensor(e.answer_ids)
         rationale[i, k - n:] = torch.tensor(e.rationale_mask, dtype=torch.float)
+        label[i, k - n:] = torch.tensor(e.label_mask, dtype=torch.float)
+        vad[i, k - n:] = torch.tensor(e.vad_mask, dtype=torch.float)
     text_ids, text_mask = left_pad([e.text_ids for e in examples], pad_id)
-    return Batch(torch.tensor(prompts[0][:p], dtype=torch.long), ids, mask, pool, targets, rationale,
+    return Batch(torch.tensor(prompts[0][:p], dtype=torch.long), ids, mask, pool, targets, rationale, label, vad,
                  (targets != -100).float(), torch.tensor([e.labels for e in examples]),
                  torch.tensor([e.vad for e in examples]), torch.tensor(flips, dtype=torch.long), text_ids, text_mask,
                  torch.tensor([e.appraisal for e in examples]), torch.tensor([e.appraisal_mask for e in examples]),

@@ -1,0 +1,105 @@
+"""Training throughput of one SFT step, configurations side by side in one run (docs/training.md, "Levers").
+
+Usage: .venv/bin/python benchmarks/bench_training.py [--threads 2] [--steps 4] [--mixture 20_80]
+Needs `dvc repro mix backbone train_verifier`. Each configuration runs the real loss terms (emoloom.training.objective)
+on the same seeded examples of the mixture: one warm-up step, then --steps timed optimizer steps of 16 examples.
+Prints examples/s and computed tokens/s per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+from emoloom.core.io import read_jsonl  # noqa: E402  (after the path insert)
+from emoloom.core.tables import markdown_table  # noqa: E402
+from emoloom.data.flip import load_antonyms  # noqa: E402
+from emoloom.data.lexicon import load_lexicon  # noqa: E402
+from emoloom.modeling.model import LoraSettings  # noqa: E402
+from emoloom.modeling.token_lexicon import lexical_tokens  # noqa: E402
+from emoloom.modeling.verifier import AppraisalVerifier  # noqa: E402
+from emoloom.training.config import LossWeights, SFTConfig  # noqa: E402
+from emoloom.training.objective import step_losses  # noqa: E402
+from emoloom.training.setup import build_examples, build_model, make_optimizer  # noqa: E402
+from emoloom.training.sft_data import collate  # noqa: E402
+
+EXAMPLES_PER_STEP = 16
+CONFIGS = {   # name -> (SFTConfig changes, LoRA last_layers)
+    "plain forward, micro 4, LoRA last 8": (dict(share_prefix=False, micro_batch=4), 8),
+    "shared prefix, micro 4, LoRA last 8": (dict(micro_batch=4), 8),
+    "shared prefix, micro 8, LoRA last 8": (dict(micro_batch=8), 8),
+    "shared prefix, micro 16, LoRA last 8": (dict(micro_batch=16), 8),
+    "shared prefix, micro 8, LoRA last 16": (dict(micro_batch=8), 16),
+    "shared prefix, micro 8, LoRA all 30": (dict(micro_batch=8), 0),
+    "shared prefix, micro 8, full fine-tune": (dict(micro_batch=8, full_finetune=True), 0),
+}
+
+
+def measure(cfg: SFTConfig, lora: LoraSettings, examples, tokenizer, verifier, tables, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(REPO / "data/backbone", cfg, lora, torch.device("cpu"))
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    weights = LossWeights()
+    seconds, tokens = [], 0
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        chunk = examples[step * EXAMPLES_PER_STEP:(step + 1) * EXAMPLES_PER_STEP]
+        for i in range(0, len(chunk), cfg.micro_batch):
+            batch = collate(chunk[i:i + cfg.micro_batch], tokenizer.pad_token_id, share_prefix=cfg.share_prefix)
+            terms, _ = step_losses(model, batch, verifier, *tables, weights)
+            (weights.combine(terms) * len(batch.sources) / len(chunk)).backward()
+            tokens += batch.n_tokens if step else 0
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step:
+            seconds.append(time.perf_counter() - start)
+    total = sum(seconds)
+    return {"examples/s": steps * EXAMPLES_PER_STEP / total, "tokens/s": tokens / total, "s/step": total / steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--mixture", default="20_80")
+    parser.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "data/backbone")
+    lexicon = load_lexicon("nrc_vad", REPO.parent / "shared/data")
+    verifier = AppraisalVerifier.load(REPO / "data/verifier/verifier.pt", tokenizer).requires_grad_(False)
+    rows = list(read_jsonl(REPO / f"data/mix/{args.mixture}/train.jsonl"))
+    rows = random.Random(0).sample(rows, EXAMPLES_PER_STEP * (args.steps + 1))
+    base = SFTConfig(precision="fp32", device="cpu")
+    examples = build_examples(rows, tokenizer, base, load_antonyms(REPO.parent / "shared/data/antonyms/"
+                                                                   "wordnet30_antonym_pairs.tsv", lexicon),
+                              random.Random(0))
+    ids, vad = lexical_tokens(tokenizer, lexicon)
+    tables = (torch.tensor(ids), vad)
+    out = []
+    for name, (changes, last) in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        res = measure(replace(base, **changes), LoraSettings(last_layers=last), examples, tokenizer, verifier, tables,
+                      args.steps)
+        out.append({"configuration": name, **{k: f"{v:.2f}" if k != "tokens/s" else f"{v:.0f}" for k, v in res.items()}})
+        print(out[-1], flush=True)
+    print(f"\n{args.threads} torch threads, {EXAMPLES_PER_STEP} examples per step, {args.steps} timed steps, fp32, "
+          f"all six loss terms, mixture {args.mixture}\n")
+    print(markdown_table(pd.DataFrame(out), "lrrr"))
+
+
+if __name__ == "__main__":
+    main()
