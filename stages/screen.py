@@ -1,19 +1,22 @@
 """DVC stage `screen`: zero-shot and probe screening of the packaged candidate backbones under one budget.
 
-Writes metrics/screen.json, metrics/screen.md (Table 1, both ways) and plots/figures/screen_radar.png (Figure 2).
-A candidate whose package is not installed is listed as skipped, with the install command.
+Writes metrics/screen.json, metrics/screen.md (Table 1, both ways, with bootstrap intervals, rank-1 frequencies and
+ties) and plots/figures/screen_radar.png (Figure 2). A candidate that cannot be loaded (package not installed, hub id
+not cached offline, a bad directory) is listed as skipped with the reason; the others are still screened.
 """
 
+import time
 from pathlib import Path
 
 from emoloom.core.config import from_section
-from emoloom.core.errors import MissingInputError
+from emoloom.core.errors import EmoloomError, MissingInputError
 from emoloom.core.io import read_jsonl, write_json, write_text
 from emoloom.core.params import load_params
 from emoloom.core.stage import run_stage
 from emoloom.evaluation.runner import EvalConfig
 from emoloom.evaluation.screening import ProbeConfig, ScreenConfig, probe, rank, table_markdown, zero_shot
-from emoloom.modeling.backbones import BackboneConfig, BackboneNotInstalled, load_backbone
+from emoloom.evaluation.uncertainty import BootstrapConfig
+from emoloom.modeling.backbones import BackboneConfig, load_backbone
 from emoloom.reporting.figures import Style, screening_radar
 
 
@@ -21,6 +24,7 @@ def main() -> None:
     params = load_params()
     section = dict(params["screen"])
     probe_cfg = from_section(ProbeConfig, section.pop("probe", None), "screen.probe")
+    boot = from_section(BootstrapConfig, section.pop("bootstrap", None), "screen.bootstrap")
     cfg = from_section(ScreenConfig, section, "screen")
     backbone = from_section(BackboneConfig, params["backbone"], "backbone")
     style = from_section(Style, params["report"], "report")
@@ -29,11 +33,12 @@ def main() -> None:
     decode = EvalConfig.from_params(params["eval"], max_new_tokens=cfg.max_new_tokens,
                                     time_budget_min=cfg.time_budget_min, stream_seed=cfg.stream_seed)
     zero, probed, skipped = {}, {}, {}
+    start = time.perf_counter()
     for name in cfg.candidates:
         source = backbone.out_dir if name == backbone.name else name
         try:
             lm, tokenizer = load_backbone(source)
-        except BackboneNotInstalled as err:        # an optional package that is not installed
+        except (EmoloomError, OSError) as err:   # not installed, not cached offline, not a model directory
             skipped[name] = str(err)
             print(f"screen: skipping {name}: {err}")
             continue
@@ -41,12 +46,17 @@ def main() -> None:
         probed[name] = probe(lm, tokenizer, train, dev[:cfg.probe_dev_rows], decode, probe_cfg)
     if not zero:
         raise MissingInputError(f"screen: no candidate could be loaded ({skipped})")
-    zero, probed = rank(zero), rank(probed)
+    zero, probed = rank(zero, boot), rank(probed, boot)
+    seconds = round(time.perf_counter() - start, 1)
     write_json("metrics/screen.json", {"zero_shot": zero, "probe": probed, "skipped": skipped,
-                                       "budget_min_per_candidate": cfg.time_budget_min})
+                                       "budget_min_per_candidate": cfg.time_budget_min, "bootstrap": vars(boot),
+                                       "wall_seconds": seconds})
     write_text("metrics/screen.md", table_markdown("Zero-shot quick eval (contract prompt, greedy)", zero) + "\n"
-               + table_markdown(f"Probe: heads on frozen features ({probe_cfg.train_rows} rows, "
+               + table_markdown(f"Probe: heads on frozen features (up to {probe_cfg.train_rows} train rows, "
                                 f"{probe_cfg.epochs} steps)", probed)
+               + f"\nIntervals: {boot.level:.0%} percentile bootstrap over the dev rows every candidate scored, "
+                 f"{boot.samples} paired resamples (seed {boot.seed}); rank-1 = share of resamples a candidate leads "
+                 f"the composite.\n"
                + "".join(f"\nSkipped {n}: {why}\n" for n, why in skipped.items()))
     screening_radar({"Zero-shot": zero, "Probe (frozen features)": probed}, "plots/figures/screen_radar.png", style)
 

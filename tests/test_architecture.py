@@ -16,6 +16,7 @@ ALLOWED = {
     "modeling": {"core", "data", "modeling"},
     "evaluation": {"core", "data", "modeling", "evaluation"},
     "training": {"core", "data", "modeling", "evaluation", "training"},
+    "inference": {"core", "data", "modeling", "evaluation", "inference"},
     "reporting": {"core", "reporting"},
 }
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80

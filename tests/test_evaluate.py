@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import run_tiny
 
 from emoloom.core.errors import DataError, MissingInputError
 from emoloom.core.io import read_jsonl
@@ -22,9 +21,8 @@ CFG = EvalConfig(max_new_tokens=6, decode_mode="cached", batch_size=4, max_len=5
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_run, nrc):
-    run_tiny(tiny_run, "for_eval", nrc)
-    return tiny_run / "for_eval/model"
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def lines(path):

@@ -6,6 +6,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import f1_score, mean_squared_error, precision_score, recall_score
 
+from emoloom.core.composite import screening_scores, zscores
 from emoloom.core.contract import ParseResult, build_target, parse_output
 from emoloom.core.labels import LABELS
 from emoloom.evaluation.metrics import (
@@ -19,9 +20,7 @@ from emoloom.evaluation.metrics import (
     pearson,
     quality_scores,
     s_flip,
-    screening_scores,
     vad_metrics,
-    zscores,
 )
 
 

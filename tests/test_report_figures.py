@@ -346,8 +346,10 @@ def test_stages_end_to_end_and_deterministic_across_processes(tmp_path):
     for stage in ("compare", "figures"):
         subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=root, env=env, check=True,
                        capture_output=True)
-    for name in ("compare.json", "compare.md", "compare.csv", "compare_baselines.csv", "compare_training.csv"):
+    for name in ("compare.json", "compare.md", "compare.csv", "compare_baselines.csv", "compare_training.csv",
+                 "best.json"):
         assert (root / "metrics" / name).stat().st_size > 100, name
+    assert json.loads((root / "metrics/best.json").read_text())["bundle"].startswith("data/sft/")
     first = {p.name: p.read_bytes() for p in (root / "plots/figures").glob("*.png")}
     assert sorted(first) == sorted(figures.FIGURES)
     subprocess.run([sys.executable, str(REPO / "stages/figures.py")], cwd=root, check=True, capture_output=True,

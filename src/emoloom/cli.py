@@ -54,12 +54,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from emoloom.data.lexicon import load_lexicon
     from emoloom.evaluation.runner import EvalConfig
     from emoloom.evaluation.scoring import evaluate_file
+    from emoloom.inference.predictor import resolve_model
 
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, decode_mode=args.mode, batch_size=args.batch_size,
                      max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,
                      stream_seed=args.seed if args.time_budget_min else None, precision=args.precision)
     lexicon = load_lexicon(args.lexicon, raw_root(args.raw_root or _default_root())) if args.train else None
-    result = evaluate_file(args.model, args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
+    result = evaluate_file(resolve_model(args.model), args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
     metrics = result["metrics"]
     write_json(args.out / "metrics.json", metrics)
     write_json(args.out / "runtime.json", result["runtime"])
@@ -67,6 +68,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{metrics['n_evaluated']}/{metrics['n_records']} rows: ParseOK {gen['parse_ok']}, macro-F1 "
           f"{paper['labels']['macro_f1']} (strict {gen['strict']['labels']['macro_f1']}), 1-RMSE "
           f"{paper['vad']['one_minus_rmse']} -> {args.out / 'metrics.json'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from emoloom.inference.inputs import read_inputs, rows_from_texts
+    from emoloom.inference.outputs import PredictionWriter
+    from emoloom.inference.predictor import EmotionModel
+
+    if bool(args.texts) == bool(args.input):
+        raise ParamError("give either texts or --input FILE (- for stdin), not both")
+    rows = list(rows_from_texts(args.texts, args.context) if args.texts else read_inputs(args.input, args.input_format))
+    model = EmotionModel.load(args.model, precision=args.precision)
+    writer = PredictionWriter(args.output)
+    try:
+        with writer, tqdm(total=len(rows), unit=" rows", desc="predict", disable=len(rows) <= args.batch_size) as bar:
+            for batch in model.predict_rows(rows, mode=args.mode, decode=args.decode, batch_size=args.batch_size,
+                                            max_new_tokens=args.max_new_tokens):
+                writer.write(batch)
+                bar.update(len(batch))
+    except BaseException:
+        if writer.partial is not None and writer.rows:
+            print(f"interrupted: the {writer.rows} rows done are in {writer.partial}", file=sys.stderr)
+        raise
+    if writer.path is not None:
+        print(f"{writer.rows} rows -> {writer.path}", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from emoloom.inference.hf_export import export_model
+
+    print(f"exported {args.model} -> {export_model(args.model, args.out)}", file=sys.stderr)
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -96,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("evaluate", help="score a model bundle on a record JSONL (per-example outputs + metrics)")
-    ev.add_argument("model", type=Path, help="a bundle directory: data/sft/<run>/model")
+    ev.add_argument("model", help="a bundle directory (data/sft/<run>/model) or `best` (metrics/best.json)")
     ev.add_argument("data", type=Path, help="record JSONL (from the pipeline or `emoloom convert`)")
     ev.add_argument("--out", type=Path, required=True, help="directory for outputs.jsonl and metrics.json")
     ev.add_argument("--mode", default="exact", choices=["exact", "reference", "cached", "heads"],
@@ -113,6 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines)")
     ev.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
     ev.set_defaults(func=cmd_evaluate)
+
+    pred = sub.add_parser("predict", help="label your own texts with a trained model (JSONL or CSV out)")
+    pred.add_argument("model", help="a bundle directory (data/sft/<run>/model) or `best` (metrics/best.json)")
+    pred.add_argument("texts", nargs="*", help="texts to label (or use --input)")
+    pred.add_argument("--input", help="a file: plain text (one per line), .csv with a `text` column, or record "
+                                      ".jsonl; - for stdin")
+    pred.add_argument("--input-format", choices=["text", "csv", "jsonl"], help="default: by the file's extension")
+    pred.add_argument("--output", help="predictions file, JSONL (or CSV by extension); default: JSONL on stdout")
+    pred.add_argument("--mode", default="generate", choices=["generate", "heads", "both"],
+                      help="generate: the decoded JSON answer (default); heads: the heads' labels, probabilities and "
+                           "VAD (fast, no decoding); both")
+    pred.add_argument("--decode", default="exact", choices=["exact", "cached", "reference"],
+                      help="exact: the protocol's KV-off outputs at cached speed (default); cached: KV on, fastest")
+    pred.add_argument("--context", action="append", default=[], metavar="TURN",
+                      help="an earlier dialogue turn (repeatable, oldest first) for the texts on the command line")
+    pred.add_argument("--batch-size", type=positive_int, default=16, help="rows per batch (default: 16)")
+    pred.add_argument("--max-new-tokens", type=positive_int, help="decoding budget (default: the bundle's)")
+    pred.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="default: fp32")
+    pred.set_defaults(func=cmd_predict)
+
+    exp = sub.add_parser("export", help="write a plain Hugging Face model directory (LoRA merged) with its card")
+    exp.add_argument("model", help="a bundle directory (data/sft/<run>/model) or `best`")
+    exp.add_argument("out", type=Path, help="the directory to write (replaced atomically)")
+    exp.set_defaults(func=cmd_export)
 
     down = sub.add_parser("download", help="fetch GoEmotions from the Hugging Face hub into the raw layout "
                                            "(needs internet and `pip install datasets`)")

@@ -15,7 +15,8 @@ from emoloom.data.weak_vad import WeakVadConfig, annotate
 
 CSV_HEADERS = {("text", "aug_text", "label"): "empathetic-situations",
                ("conv_id", "utterance_idx", "prompt", "utterance", "label"): "empathetic-utterances",
-               ("id", "split", "v", "a", "d", "text"): "emobank"}
+               ("id", "split", "v", "a", "d", "text"): "emobank",
+               ("text", "labels"): "labelled-csv", ("text", "labels", "v", "a", "d"): "labelled-csv"}
 
 
 def detect_format(path: Path) -> str:
@@ -41,7 +42,7 @@ def convert_file(path: Path, out: Path, fmt: str, split: str, options: ReadOptio
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
     report = FileReport(str(path))
-    source = fmt.split("-")[0]
+    source = "user" if fmt == "labelled-csv" else fmt.split("-")[0]
     records = filter_records(FORMATS[fmt](path, report, options), source, split, report.dropped, Deduper(),
                              min_tokens, max_tokens)
     if lexicon is not None:

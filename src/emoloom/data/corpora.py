@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,41 @@ def read_emobank(path: Path, report: FileReport) -> Iterator[RawRow]:
         yield RawRow(key=key, text=clean_text(text), labels=[], vad=vad)
 
 
+LABELLED_CSV_HEADERS = (["text", "labels"], ["text", "labels", "v", "a", "d"])
+
+
+def read_labelled_csv(path: Path, report: FileReport) -> Iterator[RawRow]:
+    """Any labelled CSV in the 28-label space: header `text,labels` or `text,labels,v,a,d`; labels separated by `;`,
+    `|`, `,` or spaces (empty: no label); v, a, d in [0, 1] (empty: none, weak VAD fills them). A label outside the
+    space or a VAD value off [0, 1] stops with file:line."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        first = [c.strip().lower() for c in next(csv.reader(f), [])]
+    header = next((h for h in LABELLED_CSV_HEADERS if first == h), None)
+    if header is None:
+        raise DataError(f"{path}:1: expected the header text,labels or text,labels,v,a,d, got {first}")
+    for lineno, fields in _csv_rows(path, header, report):
+        where = f"{path}:{lineno}"
+        labels = [x for x in re.split(r"[;|,\s]+", fields[1].strip().lower()) if x]
+        unknown = [x for x in labels if x not in LABELS]
+        if unknown:
+            raise DataError(f"{where}: unknown label(s) {unknown}; labels must be in the 28-label space ({LABELS[0]}, "
+                            f"{LABELS[1]}, ..., {LABELS[-1]})")
+        yield RawRow(key=str(lineno), text=clean_text(fields[0]), labels=sort_labels(labels),
+                     vad=_unit_vad(fields[2:], where))
+
+
+def _unit_vad(cells: list[str], where: str) -> dict | None:
+    if not any(c.strip() for c in cells):
+        return None
+    try:
+        scores = [float(c) for c in cells]
+    except ValueError:
+        raise DataError(f"{where}: v, a, d must be numbers in [0, 1] (or all empty), got {cells}") from None
+    if not all(0.0 <= x <= 1.0 for x in scores):
+        raise DataError(f"{where}: v, a, d {scores} outside [0, 1]")
+    return dict(zip("vad", scores))
+
+
 def verified(rows: Iterable, report: FileReport, max_bad_frac: float) -> Iterator:
     """Pass rows through; once they are exhausted (before an atomic write moves its output into place), stop if
     too many were malformed, or if none was kept at all."""
@@ -209,4 +245,5 @@ FORMATS: dict[str, Callable[[Path, FileReport, ReadOptions], Iterator[RawRow]]] 
         path, report, opt.ed_labels_file(), opt.context_turns),
     "dailydialog": lambda path, report, opt: read_dailydialog(path, report, opt.context_turns),
     "emobank": lambda path, report, opt: read_emobank(path, report),
+    "labelled-csv": lambda path, report, opt: read_labelled_csv(path, report),
 }

@@ -1,6 +1,7 @@
 """Scoring predictions against gold (docs/metrics.md): ParseOK, label P/R/F1 over the gold subspace K*, VAD error and
 correlation, each the paper's way (valid outputs only) and the strict way (all N), the Ekman projection, the flip
-symmetry S_flip, failure/coverage summaries, the checkpoint score S and the screening composite.
+symmetry S_flip, failure/coverage summaries and the checkpoint score S (the screening composite is
+emoloom.core.composite).
 
 Pure numpy. Every public function returns plain JSON-serialisable values, floats rounded to DIGITS decimals.
 """
@@ -22,8 +23,6 @@ VAD_KEYS = ("v", "a", "d")
 NEUTRAL_VAD = {"v": 0.5, "a": 0.5, "d": 0.5}  # strict mode's VAD for an invalid output
 # Quality = weighted mean of the three checks; these weights reproduce the paper's Table 1 quality column exactly.
 QUALITY_WEIGHTS = {"q_json_ok": 0.5, "q_struct_ok": 0.3, "q_ratlen_ok": 0.2}
-# Screening weights of z(MacroF1), the VAD term and z(Quality) (paper, Backbone Screening).
-SCREENING_WEIGHTS = {"z_f1": 0.4, "z_vad": 0.4, "z_quality": 0.2}
 
 
 def _round(x, digits: int | None = DIGITS):
@@ -210,30 +209,6 @@ def quality_scores(results: Sequence[ParseResult]) -> dict:
     q = {"q_json_ok": sum(r.ok for r in results) / n, "q_struct_ok": sum(struct) / n, "q_ratlen_ok": sum(ratlen) / n}
     q["quality"] = sum(QUALITY_WEIGHTS[k] * q[k] for k in QUALITY_WEIGHTS)
     return _round(q)
-
-
-def zscores(values: Sequence[float]) -> list[float]:
-    """(x - mean) / std across candidates, population std; all zeros for one candidate or zero spread."""
-    x = np.asarray(values, dtype=float)
-    std = x.std() if x.size else 0.0
-    return [0.0] * x.size if std == 0 else ((x - x.mean()) / std).tolist()
-
-
-def screening_scores(candidates: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
-    """Backbone screening composite per candidate, from its macro_f1, rmse, rho_mean and quality.
-
-    Score = 0.4 z(MacroF1) + 0.4 z_vad + 0.2 z(Quality), z_vad = [z(rho_VAD) - z(RMSE_VAD)] / 2. The halving keeps
-    the weights summing to 1 and is what reproduces the paper's Table 1 (+0.6 / -0.6); the printed formula without
-    it would give +1.0 / -1.0 there.
-    """
-    names = list(candidates)
-    col = {k: zscores([candidates[m][k] for m in names]) for k in ("macro_f1", "rmse", "rho_mean", "quality")}
-    out = {}
-    for i, name in enumerate(names):
-        z = {"z_f1": col["macro_f1"][i], "z_vad": (col["rho_mean"][i] - col["rmse"][i]) / 2,
-             "z_quality": col["quality"][i]}
-        out[name] = _round({**z, "composite": sum(SCREENING_WEIGHTS[k] * z[k] for k in z)})
-    return out
 
 
 # ---------------------------------------------------------------- seeds

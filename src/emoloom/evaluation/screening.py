@@ -16,23 +16,28 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from emoloom.core.composite import screening_scores
 from emoloom.core.config import option, validate
 from emoloom.core.contract import ParseResult, parse_output, user_turn_start
 from emoloom.core.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.core.tables import markdown_table
-from emoloom.evaluation.metrics import evaluate, quality_scores, screening_scores
+from emoloom.evaluation.metrics import evaluate, quality_scores
 from emoloom.evaluation.runner import EvalConfig, as_result, decode_rows, fit_prompt, ordered
+from emoloom.evaluation.uncertainty import COMPOSITE_INPUTS, BootstrapConfig, attach, paired_bootstrap
 from emoloom.modeling.model import Heads, heads_decisions, prompt_features
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     """The frozen-feature probe (params.yaml `screen.probe`)."""
-    train_rows: int = option(400, "training rows whose frozen features the heads are fitted on", ge=1)
+    train_rows: int = option(400, "at most this many training rows whose frozen features the heads are fitted on",
+                             ge=1)
     epochs: int = option(30, "full-batch Adam steps over those features", ge=0)
     lr: float = option(0.03, "Adam learning rate", gt=0)
     batch_size: int = option(16, "rows per feature forward", ge=1)
     seed: int = option(0, "row sample and head init")
+    budget_min: float | None = option(None, "feature-extraction budget per candidate: train and dev rows shrink in "
+                                            "proportion to fit it (None: train_rows and probe_dev_rows)", gt=0)
 
     def __post_init__(self) -> None:
         validate(self, "screen.probe")
@@ -52,6 +57,29 @@ class ScreenConfig:
         validate(self, "screen")
 
 
+@dataclass
+class Scored:
+    """One candidate's answers on the screening rows, in row order: what its Table 1 row and intervals come from."""
+    rows: list[dict]
+    results: list[ParseResult]
+    with_quality: bool            # zero-shot: quality from the answers; probe: heads always answer (quality 1)
+    seconds: float
+    prompt_format: str            # "chat template" or "plain text" (a tokenizer without one)
+
+    def summary(self, idx=None) -> dict:
+        """The Table 1 row on all rows, or on the rows `idx` (a bootstrap resample)."""
+        rows = self.rows if idx is None else [self.rows[i] for i in idx]
+        results = self.results if idx is None else [self.results[i] for i in idx]
+        return candidate_summary(evaluate(rows, results), results if self.with_quality else None)
+
+    def head(self, n: int) -> "Scored":
+        return Scored(self.rows[:n], self.results[:n], self.with_quality, self.seconds, self.prompt_format)
+
+
+def prompt_format(tokenizer) -> str:
+    return "chat template" if getattr(tokenizer, "chat_template", None) else "plain text"
+
+
 def candidate_summary(scored: dict, results: list[ParseResult] | None) -> dict:
     """The Table 1 columns of one candidate: macro_f1, rmse_mean, rho_mean and the quality scores."""
     paper = scored["paper"]
@@ -63,7 +91,7 @@ def candidate_summary(scored: dict, results: list[ParseResult] | None) -> dict:
     return row
 
 
-def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> dict:
+def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> Scored:
     """Decode the contract prompt on rows in seeded order until the budget is spent; score the answers."""
     rows, results, start = ordered(records, cfg), [], time.perf_counter()
     scored_rows = []
@@ -78,9 +106,7 @@ def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> dict:
         scored_rows += chunk
         if cfg.time_budget_min and time.perf_counter() - start >= cfg.time_budget_min * 60:
             break
-    summary = candidate_summary(evaluate(scored_rows, results), results)
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    return summary
+    return Scored(scored_rows, results, True, round(time.perf_counter() - start, 1), prompt_format(tokenizer))
 
 
 def pooled_features(lm, tokenizer, records: list[dict], cfg: EvalConfig, batch_size: int) -> torch.Tensor:
@@ -90,12 +116,26 @@ def pooled_features(lm, tokenizer, records: list[dict], cfg: EvalConfig, batch_s
     return prompt_features(lm, prompts, starts, tokenizer.pad_token_id or 0, batch_size)
 
 
-def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, probe_cfg: ProbeConfig) -> dict:
+def probe_rows(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig,
+               probe_cfg: ProbeConfig) -> tuple[list[dict], list[dict]]:
+    """The probe's (train, dev) rows: a seeded sample of train_rows and the first dev rows; under a budget both shrink
+    in proportion to what the feature forward of one timed batch of dev rows says fits."""
+    train = random.Random(probe_cfg.seed).sample(train, min(probe_cfg.train_rows, len(train)))
+    if probe_cfg.budget_min is None:
+        return train, dev
+    start = time.perf_counter()
+    pooled_features(lm, tokenizer, dev[:probe_cfg.batch_size], cfg, probe_cfg.batch_size)
+    per_row = (time.perf_counter() - start) / min(probe_cfg.batch_size, len(dev))
+    share = min(1.0, probe_cfg.budget_min * 60 / per_row / max(len(train) + len(dev), 1))
+    return train[:max(1, int(len(train) * share))], dev[:max(1, int(len(dev) * share))]
+
+
+def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, probe_cfg: ProbeConfig) -> Scored:
     """Fit the heads on frozen features of `train` for a fixed number of steps; score them on `dev`."""
     from emoloom.modeling.losses import cls_loss, reg_loss
 
     start = time.perf_counter()
-    train = random.Random(probe_cfg.seed).sample(train, min(probe_cfg.train_rows, len(train)))
+    train, dev = probe_rows(lm, tokenizer, train, dev, cfg, probe_cfg)
     x_train = pooled_features(lm, tokenizer, train, cfg, probe_cfg.batch_size)
     x_dev = pooled_features(lm, tokenizer, dev, cfg, probe_cfg.batch_size)
     y = torch.zeros(len(train), NUM_LABELS)
@@ -115,22 +155,41 @@ def probe(lm, tokenizer, train: list[dict], dev: list[dict], cfg: EvalConfig, pr
     with torch.no_grad():
         label_logits, vad = heads(x_dev)
     answers = [as_result(h, True, None) for h in heads_decisions(label_logits, vad)]
-    summary = candidate_summary(evaluate(dev, answers), None)
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    return summary
+    return Scored(dev, answers, False, round(time.perf_counter() - start, 1), prompt_format(tokenizer))
 
 
-def rank(candidates: dict[str, dict]) -> dict[str, dict]:
-    """The paper's composite (z-scores across candidates) added to each candidate's row."""
-    scores = screening_scores({name: {k: row[k] for k in ("macro_f1", "rmse", "rho_mean", "quality")}
-                               for name, row in candidates.items()})
-    return {name: {**row, **scores[name]} for name, row in candidates.items()}
+def rank(candidates: dict[str, Scored], boot: BootstrapConfig) -> dict[str, dict]:
+    """Table 1 rows on the rows every candidate scored (the first n of the same seeded order), the paper's composite,
+    and the paired bootstrap's intervals, rank-1 frequencies and ties (emoloom.evaluation.uncertainty)."""
+    n = min(len(s.rows) for s in candidates.values())
+    common = {k: s.head(n) for k, s in candidates.items()}
+    points = {k: {**s.summary(), "n_scored": len(candidates[k].rows), "seconds": s.seconds,
+                  "prompt_format": s.prompt_format} for k, s in common.items()}
+    scores = screening_scores({k: {m: r[m] for m in COMPOSITE_INPUTS} for k, r in points.items()})
+    points = {k: {**r, **scores[k]} for k, r in points.items()}
+    draws = paired_bootstrap(n, lambda idx: {k: s.summary(idx) for k, s in common.items()}, boot)
+    return attach(points, draws, n, boot.level)
+
+
+def _with_ci(row: dict, key: str) -> str:
+    lo, hi = row["ci"][key]
+    return f"{row[key]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def table_markdown(title: str, ranked: dict[str, dict]) -> str:
-    cols = ["macro_f1", "rmse", "rho_mean", "quality", "q_json_ok", "q_struct_ok", "q_ratlen_ok", "z_f1", "z_vad",
-            "z_quality", "composite"]
-    rows = [{"model": name, **{c: f"{row[c]:+.2f}" if c.startswith("z_") or c == "composite" else
-                               (f"{row[c]:.4f}" if c in row else "—") for c in cols}}
-            for name, row in sorted(ranked.items(), key=lambda kv: -kv[1]["composite"])]
-    return f"### {title}\n\n" + markdown_table(pd.DataFrame(rows, columns=["model", *cols]))
+    """Table 1 with intervals: point [95% interval] per metric, the composite and its interval, how often the
+    candidate ranks first over the bootstrap resamples, and whether it is tied with the leader."""
+    rows = []
+    for name, row in sorted(ranked.items(), key=lambda kv: -kv[1]["composite"]):
+        rows.append({"model": name, "prompt": row["prompt_format"], "n": row["n"],
+                     **{k: _with_ci(row, k) for k in ("macro_f1", "rmse", "rho_mean", "parse_ok")},
+                     "quality": f"{row['quality']:.3f}",
+                     **{k: f"{row[k]:+.2f}" for k in ("z_f1", "z_vad", "z_quality")},
+                     "composite": f"{row['composite']:+.2f} [{row['ci']['composite'][0]:+.2f}, "
+                                  f"{row['ci']['composite'][1]:+.2f}]",
+                     "rank-1": f"{row['rank1']:.0%}", "tied": "tied" if row["tied"] else "—"})
+    ties = [k for k, r in ranked.items() if r["tied"]]
+    verdict = (f"Tied (composite intervals overlap): {', '.join(sorted(ties))}." if ties else
+               "No tie: the leader's composite interval overlaps no other." if len(ranked) > 1 else
+               "One candidate: nothing to rank.")
+    return f"### {title}\n\n" + markdown_table(pd.DataFrame(rows)) + f"\n{verdict}\n"

@@ -237,3 +237,41 @@ def convert_backbone(
         }
         write_json(tmp / "backbone.json", {k: v for k, v in facts.items() if not k.endswith("_s")})  # no timings:
     return facts                                                                                  # a rerun is byte-identical
+
+
+def candidate_fingerprint(name: str) -> dict:
+    """What `name` resolves to on this machine and its weights' checksums, without loading it: installed packages
+    (their RECORD sha256 of each GGUF part), a local directory (sha1 of its config and weight files) or a hub id
+    (the cached revision). The `screen_candidates` stage writes these, so installing or removing a backbone
+    re-runs `screen` under plain `dvc repro`."""
+    try:
+        spec = resolve_backbone(name)
+    except BackboneNotInstalled:
+        return {"status": "not installed", "install": " ".join(REGISTRY[name].install)}
+    except EmoloomError as err:
+        return {"status": "unresolvable", "error": str(err)}
+    if spec.kind == "packaged-gguf":
+        return {"status": "installed", "parts": [_recorded_hash(part) for part in spec.parts]}
+    if spec.kind == "hf-dir":
+        files = sorted(p for p in Path(spec.location).iterdir()
+                       if p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".gguf"))
+        return {"status": "local", "files": {p.name: sha1_file(p) for p in files}}
+    cached = try_to_load_from_cache(spec.location, "config.json")
+    return {"status": "cached", "revision": Path(cached).parent.name} if isinstance(cached, str) else \
+        {"status": "not cached"}
+
+
+def _recorded_hash(file: str) -> dict:
+    """{file, size, sha256 from the installing package's RECORD (None if it records none)}."""
+    from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+
+    path, owners = Path(file), packages_distributions()
+    top = next((part for part in reversed(path.parts[:-1]) if part in owners), None)  # the importable package
+    for dist_name in owners.get(top, []):
+        try:
+            for entry in distribution(dist_name).files or []:
+                if entry.hash and Path(entry.locate()).resolve() == path.resolve():
+                    return {"file": path.name, "size": path.stat().st_size, "sha256": entry.hash.value}
+        except PackageNotFoundError:
+            continue
+    return {"file": path.name, "size": path.stat().st_size, "sha256": None}

@@ -253,10 +253,26 @@ SCREEN_AXES = (("macro_f1", "Macro-F1"), ("one_minus_rmse", "1-RMSE\n(VAD)"), ("
                ("q_ratlen_ok", "Short\nrationale"))
 
 
+def _radar_value(row: Mapping, key: str) -> float:
+    return 1.0 - row["rmse"] if key == "one_minus_rmse" else max(0.0, row[key])
+
+
+def _radar_interval(row: Mapping, key: str) -> tuple[float, float]:
+    """(low, high) of an axis from the row's bootstrap intervals; the point itself where there is none."""
+    if key == "one_minus_rmse":
+        lo, hi = row["ci"]["rmse"]
+        return 1.0 - hi, 1.0 - lo
+    if key in row["ci"]:
+        lo, hi = row["ci"][key]
+        return max(0.0, lo), max(0.0, hi)
+    return (_radar_value(row, key),) * 2
+
+
 def screening_radar(panels: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path,
                     style: Style = Style()) -> Path:
     """Figure 2: one polar panel per screening way (title -> {model: Table 1 row}); axes fixed to [0, 1], RMSE shown
-    as 1 - RMSE so that higher is better everywhere; a way that has no quality scores (the probe) skips those axes."""
+    as 1 - RMSE so that higher is better everywhere; a way that has no quality scores (the probe) skips those axes.
+    Rows with bootstrap intervals (`ci`) get a band; candidates tied with the leader say so in the legend."""
     with matplotlib.rc_context(style.rc()):
         fig = _figure(style, (5.0 * len(panels), 4.6))
         for i, (title, rows) in enumerate(panels.items(), 1):
@@ -265,10 +281,15 @@ def screening_radar(panels: Mapping[str, Mapping[str, Mapping[str, float]]], pat
             ax = fig.add_subplot(1, len(panels), i, projection="polar")
             ax.set_theta_offset(np.pi / 2)
             ax.set_theta_direction(-1)
+            closed = np.append(angles, angles[0])
             for j, (name, row) in enumerate(rows.items()):
-                values = [1.0 - row["rmse"] if k == "one_minus_rmse" else max(0.0, row[k]) for k, _ in axes]
-                ax.plot(np.append(angles, angles[0]), values + values[:1], color=OKABE_ITO[j % len(OKABE_ITO)],
-                        linestyle=LINESTYLES[j % len(LINESTYLES)], label=name)
+                color = OKABE_ITO[j % len(OKABE_ITO)]
+                values = [_radar_value(row, k) for k, _ in axes]
+                ax.plot(closed, values + values[:1], color=color, linestyle=LINESTYLES[j % len(LINESTYLES)],
+                        label=f"{name} (tied)" if row.get("tied") else name)
+                if "ci" in row:                    # the bootstrap's 95% intervals as a band
+                    low, high = zip(*[_radar_interval(row, k) for k, _ in axes])
+                    ax.fill_between(closed, [*low, low[0]], [*high, high[0]], color=color, alpha=0.15, linewidth=0)
             ax.set_xticks(angles, [lbl for _, lbl in axes])
             ax.set_ylim(0.0, 1.0)
             ax.set_rgrids(np.linspace(0.2, 1.0, 5), fontsize=style.font_size - 2)
