@@ -171,6 +171,10 @@ def rank(candidates: dict[str, Scored], boot: BootstrapConfig) -> dict[str, dict
     return attach(points, draws, n, boot.level)
 
 
+def _signed(x: float) -> str:
+    return f"{round(x, 2) + 0.0:+.2f}"          # + 0.0: no "-0.00"
+
+
 def _with_ci(row: dict, key: str) -> str:
     lo, hi = row["ci"][key]
     return f"{row[key]:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -184,9 +188,9 @@ def table_markdown(title: str, ranked: dict[str, dict]) -> str:
         rows.append({"model": name, "prompt": row["prompt_format"], "n": row["n"],
                      **{k: _with_ci(row, k) for k in ("macro_f1", "rmse", "rho_mean", "parse_ok")},
                      "quality": f"{row['quality']:.3f}",
-                     **{k: f"{row[k]:+.2f}" for k in ("z_f1", "z_vad", "z_quality")},
-                     "composite": f"{row['composite']:+.2f} [{row['ci']['composite'][0]:+.2f}, "
-                                  f"{row['ci']['composite'][1]:+.2f}]",
+                     **{k: _signed(row[k]) for k in ("z_f1", "z_vad", "z_quality")},
+                     "composite": f"{_signed(row['composite'])} [{_signed(row['ci']['composite'][0])}, "
+                                  f"{_signed(row['ci']['composite'][1])}]",
                      "rank-1": f"{row['rank1']:.0%}", "tied": "tied" if row["tied"] else "—"})
     ties = [k for k, r in ranked.items() if r["tied"]]
     verdict = (f"Tied (composite intervals overlap): {', '.join(sorted(ties))}." if ties else
