@@ -8,6 +8,7 @@ metrics/eval_dev/<run>_timing.json (this run's decoding statistics and speed: th
 import sys
 from pathlib import Path
 
+from emoloom.core.config import require
 from emoloom.core.io import write_json
 from emoloom.core.params import load_params
 from emoloom.core.resources import raw_root, resource_path
@@ -21,7 +22,10 @@ from emoloom.evaluation.scoring import evaluate_file
 def main(mixture: str, seed: str) -> None:
     params = load_params()
     run = f"{mixture}-s{seed}"
-    cfg = EvalConfig.from_params(params["eval"], max_rows=params["eval"].get("dev_max_rows"))
+    dev_max_rows = params["eval"].get("dev_max_rows")
+    require(dev_max_rows is None or (type(dev_max_rows) is int and dev_max_rows >= 1),
+            f"eval.dev_max_rows: must be an integer >= 1 (null: every row), got {dev_max_rows!r}")
+    cfg = EvalConfig.from_params(params["eval"], max_rows=dev_max_rows)
     root = raw_root(params["data"]["raw_root"])
     lexicon = load_lexicon(params["weak_vad"]["lexicon"], root)
     result = evaluate_file(Path(f"data/sft/{run}/model"), Path(f"data/mix/{mixture}/dev.jsonl"), Path(f"data/eval/{run}"),

@@ -133,3 +133,23 @@ def test_screen_depends_on_the_candidates_fingerprint_which_always_runs():
     assert "metrics/screen_candidates.json" in stages["screen"]["deps"]
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stages["screen_candidates"]["outs"]]
     assert outs == ["metrics/screen_candidates.json"]
+
+
+# ---------------------------------------------------------------- the few-shot fallback arm
+
+def test_few_shot_examples_are_seeded_gold_answers_in_the_prompt(tiny_run):
+    from emoloom.core.contract import PLAIN_ANSWER_CUE, build_messages, build_prompt, parse_output
+    from emoloom.evaluation.screening import few_shot_examples
+
+    train = list(read_jsonl(tiny_run / "train.jsonl"))
+    shots = few_shot_examples(train, 2, seed=5)
+    assert shots == few_shot_examples(train, 2, seed=5) and shots != few_shot_examples(train, 2, seed=6)
+    assert all(parse_output(answer).ok for _, answer in shots)
+    roles = [m["role"] for m in build_messages("hello", None, shots)]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    plain = build_prompt("hello", None, None, shots)
+    assert plain.count(PLAIN_ANSWER_CUE) == 3 and plain.endswith(f"Message: hello\n{PLAIN_ANSWER_CUE}")
+    assert build_prompt("hello", None, None, ()) == build_prompt("hello", None, None)   # zero-shot prompt unchanged
+    lm, tokenizer = backbones.load_backbone(tiny_run / "backbone")
+    few = zero_shot(lm, tokenizer, list(read_jsonl(tiny_run / "dev.jsonl")), CFG, shots)
+    assert few.prompt_format == "chat template, 2-shot" and len(few.rows) == CFG.batch_size

@@ -50,32 +50,41 @@ FAILURES = (
 
 # ---------------------------------------------------------------- prompt
 
-def build_messages(text: str, context: str | Sequence[str] | None = None) -> list[dict[str, str]]:
-    """System + user chat messages; `context` is the previous turns (oldest first) or one string."""
+def _user_turn(text: str, context: str | Sequence[str] | None) -> str:
     turns = [context] if isinstance(context, str) else list(context or ())
     turns = [t for t in turns if t and t.strip()]
     user = f"{MESSAGE_PREFIX}{text}"
-    if turns:
-        user = "\n".join([CONTEXT_HEADER, *turns, "", user])
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return "\n".join([CONTEXT_HEADER, *turns, "", user]) if turns else user
 
 
-def build_prompt(text: str, context: str | Sequence[str] | None, tokenizer=None) -> str:
+def build_messages(text: str, context: str | Sequence[str] | None = None,
+                   examples: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """System + user chat messages; `context` is the previous turns (oldest first) or one string. `examples`
+    ((message, answer line) pairs; screening's few-shot arm only) go before it as user/assistant turns."""
+    shots = [m for text_, answer in examples for m in ({"role": "user", "content": _user_turn(text_, None)},
+                                                      {"role": "assistant", "content": answer})]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *shots, {"role": "user", "content": _user_turn(text, context)}]
+
+
+def build_prompt(text: str, context: str | Sequence[str] | None, tokenizer=None,
+                 examples: Sequence[tuple[str, str]] = ()) -> str:
     """The frozen prompt; the answer (the target line) is appended to it verbatim.
 
     Uses the tokenizer's chat template (with the generation prompt) when it has one; a template that rejects
-    the system role gets the system text folded into the user turn. Without a template (or tokenizer) the
-    prompt is plain text ending in PLAIN_ANSWER_CUE. The result already holds the template's special tokens:
-    tokenize it with add_special_tokens=False.
+    the system role gets the system text folded into the first user turn. Without a template (or tokenizer) the
+    prompt is plain text ending in PLAIN_ANSWER_CUE (each example: its message, the cue and its answer). The result
+    already holds the template's special tokens: tokenize it with add_special_tokens=False.
     """
-    system, user = build_messages(text, context)
+    messages = build_messages(text, context, examples)
     if getattr(tokenizer, "chat_template", None):
         try:
-            return tokenizer.apply_chat_template([system, user], tokenize=False, add_generation_prompt=True)
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception:  # jinja templates raise their own error types, e.g. "system role not supported"
-            merged = {"role": "user", "content": f"{system['content']}\n\n{user['content']}"}
-            return tokenizer.apply_chat_template([merged], tokenize=False, add_generation_prompt=True)
-    return f"{system['content']}\n\n{user['content']}\n{PLAIN_ANSWER_CUE}"
+            merged = {"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+            return tokenizer.apply_chat_template([merged, *messages[2:]], tokenize=False, add_generation_prompt=True)
+    turns = [f"{m['content']}\n{PLAIN_ANSWER_CUE}" if m["role"] == "user" else f"{m['content']}\n\n"
+             for m in messages[1:]]
+    return f"{messages[0]['content']}\n\n" + "".join(turns)
 
 
 def context_turns(record: dict) -> list[str]:
@@ -83,9 +92,9 @@ def context_turns(record: dict) -> list[str]:
     return [t for t in (record.get("context") or "").split("\n") if t.strip()]
 
 
-def encode_prompt(tokenizer, text: str, turns: Sequence[str]) -> list[int]:
+def encode_prompt(tokenizer, text: str, turns: Sequence[str], examples: Sequence[tuple[str, str]] = ()) -> list[int]:
     """Token ids of the frozen prompt (the template already holds its special tokens)."""
-    return tokenizer(build_prompt(text, turns, tokenizer), add_special_tokens=False).input_ids
+    return tokenizer(build_prompt(text, turns, tokenizer, examples), add_special_tokens=False).input_ids
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,6 +14,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm import tqdm
@@ -72,11 +73,13 @@ class QuickProbeConfig:
         validate(self, "eval_dd_quick")
 
 
-def fit_prompt(record: dict, tokenizer, max_len: int, max_new_tokens: int) -> list[int] | None:
-    """Prompt ids within max_len - max_new_tokens, dropping the oldest context turns first; None if impossible."""
+def fit_prompt(record: dict, tokenizer, max_len: int, max_new_tokens: int,
+               examples: Sequence[tuple[str, str]] = ()) -> list[int] | None:
+    """Prompt ids within max_len - max_new_tokens, dropping the oldest context turns first; None if impossible.
+    `examples`: screening's few-shot arm (contract.build_messages)."""
     turns = context_turns(record)
     while True:
-        ids = encode_prompt(tokenizer, record["text"], turns)
+        ids = encode_prompt(tokenizer, record["text"], turns, examples)
         if len(ids) + max_new_tokens <= max_len:
             return ids
         if not turns:

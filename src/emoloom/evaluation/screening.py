@@ -18,7 +18,7 @@ import torch
 
 from emoloom.core.composite import screening_scores
 from emoloom.core.config import option, validate
-from emoloom.core.contract import ParseResult, parse_output, user_turn_start
+from emoloom.core.contract import ParseResult, build_target, parse_output, user_turn_start
 from emoloom.core.labels import LABEL_INDEX, NUM_LABELS
 from emoloom.core.tables import markdown_table
 from emoloom.evaluation.metrics import evaluate, quality_scores
@@ -51,7 +51,9 @@ class ScreenConfig:
     time_budget_min: float = option(1.0, "zero-shot decoding budget per candidate", gt=0)
     max_new_tokens: int = option(48, "zero-shot decoding budget per answer", ge=1)
     stream_seed: int = option(42, "seeded row order")
-    probe_dev_rows: int = option(200, "dev rows the probe is scored on", ge=1)
+    probe_dev_rows: int = option(200, "dev rows the probe is scored on (at most, under probe.budget_min)", ge=1)
+    few_shot: int = option(3, "the few-shot fallback arm: this many seeded training examples in the prompt, the same "
+                              "for every candidate (0: no few-shot arm)", ge=0)
 
     def __post_init__(self) -> None:
         validate(self, "screen")
@@ -91,13 +93,20 @@ def candidate_summary(scored: dict, results: list[ParseResult] | None) -> dict:
     return row
 
 
-def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> Scored:
-    """Decode the contract prompt on rows in seeded order until the budget is spent; score the answers."""
+def few_shot_examples(train: list[dict], k: int, seed: int) -> list[tuple[str, str]]:
+    """k seeded training rows as (message, gold answer line) pairs: the few-shot arm's examples."""
+    rows = random.Random(seed).sample(train, min(k, len(train)))
+    return [(r["text"], build_target(r["labels"], r["vad"], r.get("vad_cues") or ())) for r in rows]
+
+
+def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig, examples: list[tuple[str, str]] = ()) -> Scored:
+    """Decode the contract prompt (after `examples`, if any: the few-shot arm) on rows in seeded order until the
+    budget is spent; score the answers."""
     rows, results, start = ordered(records, cfg), [], time.perf_counter()
     scored_rows = []
     for i in range(0, len(rows), cfg.batch_size):
         chunk = rows[i:i + cfg.batch_size]
-        prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens) for r in chunk]
+        prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens, examples) for r in chunk]
         live = [p for p in prompts if p is not None]
         gens = iter(decode_rows(lm, tokenizer, live, cfg)[0])
         for p in prompts:
@@ -106,7 +115,8 @@ def zero_shot(lm, tokenizer, records: list[dict], cfg: EvalConfig) -> Scored:
         scored_rows += chunk
         if cfg.time_budget_min and time.perf_counter() - start >= cfg.time_budget_min * 60:
             break
-    return Scored(scored_rows, results, True, round(time.perf_counter() - start, 1), prompt_format(tokenizer))
+    shots = f", {len(examples)}-shot" if examples else ""
+    return Scored(scored_rows, results, True, round(time.perf_counter() - start, 1), prompt_format(tokenizer) + shots)
 
 
 def pooled_features(lm, tokenizer, records: list[dict], cfg: EvalConfig, batch_size: int) -> torch.Tensor:
