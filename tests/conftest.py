@@ -29,21 +29,10 @@ from emoloom.training.loop import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def lazy_attribute_hooks(tree: ast.Module) -> list[ast.FunctionDef]:
-    """A module's PEP 562 `__getattr__`: what it imports runs only when one of its lazy names is asked for (`from
-    emoloom import EmotionModel`), never on a plain import of the package or its submodules."""
-    return [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
-
-
 def imported_modules(path: Path, package: str | None) -> set[str]:
-    """Dotted names of the `emoloom` modules (or attributes) a file imports anywhere, function bodies included, except
-    inside a module-level `__getattr__` (tests/test_dvc_deps.py checks that no stage asks for those lazy names)."""
+    """Dotted names of the `emoloom` modules (or attributes) a file imports anywhere, function bodies included."""
     names = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    lazy = {id(n) for hook in lazy_attribute_hooks(tree) for n in ast.walk(hook)}
-    for node in ast.walk(tree):
-        if id(node) in lazy:
-            continue
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):

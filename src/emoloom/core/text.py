@@ -29,6 +29,11 @@ s t d ll m re ve y
 """.split())
 
 
+def undecodable(*fields: str) -> bool:
+    """Whether text read with errors="surrogateescape" holds bytes that were not UTF-8 (lone surrogates)."""
+    return any("\udc80" <= c <= "\udcff" for f in fields for c in f)
+
+
 def words(text: str) -> list[str]:
     """Word tokens (letters/digits, inner apostrophes kept: "don't" is one token)."""
     return WORD_RE.findall(text)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 from emoloom.core.errors import DataError
 from emoloom.core.labels import DAILYDIALOG_TAGS, LABELS, load_mapping, sort_labels
-from emoloom.core.text import clean_text
+from emoloom.core.text import clean_text, undecodable
 
 ED_COMMA = "_comma_"
 
@@ -48,10 +48,6 @@ def _decode(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="surrogateescape")
 
 
-def _undecodable(*fields: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for f in fields for c in f)
-
-
 def _label_id(raw: str, n: int, where: str) -> int:
     try:
         value = int(raw)
@@ -76,7 +72,7 @@ def _csv_rows(path: Path, header: list[str], report: FileReport) -> Iterator[tup
             report.dropped["unclosed_quote"] += span
         elif len(fields) != len(header):
             report.skip("bad_columns")
-        elif _undecodable(*fields):
+        elif undecodable(*fields):
             report.skip("undecodable")
         else:
             yield lineno, fields
@@ -90,7 +86,7 @@ def read_goemotions(path: Path, report: FileReport) -> Iterator[RawRow]:
         if len(fields) != 3:
             report.skip("bad_columns")
             continue
-        if _undecodable(line):
+        if undecodable(line):
             report.skip("undecodable")
             continue
         text, ids, key = fields
@@ -132,7 +128,7 @@ def read_dailydialog(path: Path, report: FileReport, context_turns: int) -> Iter
     for lineno, line in enumerate(_decode(path).splitlines(), 1):
         if not line.strip():
             continue
-        if _undecodable(line):
+        if undecodable(line):
             report.rows_in += 1
             report.skip("undecodable")
             continue

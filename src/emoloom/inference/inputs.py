@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from emoloom.core.errors import DataError
+from emoloom.core.text import undecodable
 
 INPUT_FORMATS = ("text", "csv", "jsonl")
 INPUT_ERRORS = ("empty_text", "undecodable", "missing_text", "bad_json")
@@ -108,7 +109,7 @@ def _csv_rows(data: bytes, name: str) -> Iterator[InputRow]:
         text = get("text")
         if not fields:
             yield InputRow(str(n), "", error="empty_text")
-        elif any("\udc80" <= c <= "\udcff" for f in fields for c in f):
+        elif undecodable(*fields):
             yield InputRow(str(n), None, error="undecodable")
         else:
             yield _checked(InputRow(get("id") or str(n), text, _turns(get("context"))))

@@ -1,7 +1,7 @@
 """`EmotionModel`: a trained bundle that answers for any text, under the same contract, prompt and decoding as the
 evaluation (docs/usage.md).
 
-    from emoloom import EmotionModel
+    from emoloom.inference import EmotionModel
     model = EmotionModel.load("best")                  # or a bundle directory: data/sft/<run>/model
     for p in model.predict(["I can't believe you did this!", "thanks so much"]):
         print(p.labels, p.vad, p.status)
