@@ -138,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--time-budget-min", type=positive_float, help="quick mode: stop after this many minutes")
     ev.add_argument("--seed", type=int, default=42, help="quick mode: seeded row order (default: 42)")
     ev.add_argument("--max-rows", type=positive_int, help="evaluate the first N rows only")
-    ev.add_argument("--max-new-tokens", type=positive_int, default=64, help="decoding budget (default: 64)")
-    ev.add_argument("--batch-size", type=positive_int, default=16, help="rows decoded together (default: 16)")
+    ev.add_argument("--max-new-tokens", type=positive_int, default=56,
+                    help="decoding budget (default: 56, as params.yaml `eval`: the contract's P99 answer + margin)")
+    ev.add_argument("--batch-size", type=positive_int, default=32, help="rows decoded together (default: 32, as `eval`)")
     ev.add_argument("--max-len", type=positive_int, default=1536, help="prompt + answer tokens (default: 1536)")
     ev.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="default: fp32")
     ev.add_argument("--train", type=Path, help="training JSONL: adds the baselines on the same rows")
