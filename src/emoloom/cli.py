@@ -109,6 +109,16 @@ def cmd_download(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_diff(args: argparse.Namespace) -> None:
+    from emoloom.core.tables import markdown_table
+    from emoloom.data.records import read_records
+    from emoloom.inference.paired_diff import paired_diff, read_outputs
+
+    table = paired_diff(read_records(args.data), read_outputs(args.a), read_outputs(args.b), args.samples, args.seed)
+    print(f"A = {args.a}\nB = {args.b}\npaired bootstrap: {args.samples} resamples, seed {args.seed}\n")
+    print(markdown_table(table, align="lrrrrlr"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emoloom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines)")
     ev.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
     ev.set_defaults(func=cmd_evaluate)
+
+    diff = sub.add_parser("diff", help="is evaluation B better than A? paired bootstrap over the rows both scored")
+    diff.add_argument("a", type=Path, help="outputs.jsonl of evaluation A (eval_dev's data/eval/<run>/, or --out of "
+                                           "`emoloom evaluate`)")
+    diff.add_argument("b", type=Path, help="outputs.jsonl of evaluation B, of the same data file")
+    diff.add_argument("--data", type=Path, required=True, help="the record JSONL both evaluated (the gold)")
+    diff.add_argument("--samples", type=positive_int, default=1000, help="bootstrap resamples (default: 1000)")
+    diff.add_argument("--seed", type=int, default=0, help="resampling seed (default: 0)")
+    diff.set_defaults(func=cmd_diff)
 
     pred = sub.add_parser("predict", help="label your own texts with a trained model (JSONL or CSV out)")
     pred.add_argument("model", help="a bundle directory (data/sft/<run>/model) or `best` (metrics/best.json)")
