@@ -41,12 +41,17 @@ def project_imports(script: Path, src: Path = SRC) -> set[Path]:
     return seen
 
 
+def stage_scripts(dvc_yaml: dict):
+    """(name, stage definition, its stages/*.py script) for every stage; foreach stages keep cmd and deps under do:."""
+    for name, stage in dvc_yaml["stages"].items():
+        stage = stage.get("do", stage)
+        yield name, stage, next(w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
+
+
 def uncovered(dvc_yaml: dict, repo: Path = REPO) -> dict[str, list[str]]:
     """stage -> the project files its script imports that none of its deps (file or folder) covers."""
     out = {}
-    for name, stage in dvc_yaml["stages"].items():
-        stage = stage.get("do", stage)                      # foreach stages keep cmd and deps under do:
-        script = next(w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
+    for name, stage, script in stage_scripts(dvc_yaml):
         deps = [repo / d for d in stage.get("deps", []) if "${" not in d]
         missing = [str(f.relative_to(repo)) for f in sorted(project_imports(repo / script, repo / "src"))
                    if not any(f == d or d in f.parents for d in deps)]
@@ -94,13 +99,12 @@ def stages_reading_the_lexicon_without_its_dep(dvc_yaml: dict, repo: Path = REPO
     """Stages whose script loads the weak-VAD lexicon but whose deps or params do not name it (a new lexicon file
     would then leave their results marked up to date)."""
     out = []
-    for name, stage in dvc_yaml["stages"].items():
-        stage = stage.get("do", stage)
-        script = next(w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
+    for name, stage, script in stage_scripts(dvc_yaml):
         if "load_lexicon(" not in (repo / script).read_text(encoding="utf-8"):
             continue
-        if "${data.raw_root}/${weak_vad.lexicon}" not in stage.get("deps", []) or \
-                "weak_vad.lexicon" not in stage.get("params", []) and "weak_vad" not in stage.get("params", []):
+        has_dep = "${data.raw_root}/${weak_vad.lexicon}" in stage.get("deps", [])
+        has_param = {"weak_vad.lexicon", "weak_vad"} & set(stage.get("params", []))
+        if not (has_dep and has_param):
             out.append(name)
     return out
 
