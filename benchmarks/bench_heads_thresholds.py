@@ -3,10 +3,11 @@ where the held-out fifth has enough positives (docs/training.md, "Where the erro
 
     .venv/bin/python benchmarks/bench_heads_thresholds.py --mixture 80_20 --dev-rows 900
 
-A trained run's model (data/sft/<mixture>-s11/model) pools its features for `--train-rows` seeded training rows (the
-stand-in for the 768 examples the loop keeps) and for the first dev rows. Fresh heads (standardised on those training
-features, prior biases) are refitted as `heads_fit.refit_heads` does — same held-out fifth, same epoch choice — and
-each threshold rule is folded in and scored on the dev rows: macro-F1 (strict over the gold subspace) and labels per row.
+A trained run's model (data/sft/<mixture>-s11/model) pools its features for `--train-rows` seeded training rows (as
+the loop's refit does at export, on its own sample) and for the first dev rows. Fresh heads (standardised on those
+training features, prior biases, zero weights) are refitted as `heads_fit.refit_heads` does — same held-out fifth, same
+epoch choice — and each threshold rule is folded in and scored on the dev rows: macro-F1 (strict over the gold
+subspace) and labels per row.
 Needs `dvc repro sft@<mixture>-11`.
 """
 
@@ -34,7 +35,7 @@ from emoloom.evaluation.baselines import best_threshold  # noqa: E402
 from emoloom.evaluation.runner import EvalConfig  # noqa: E402
 from emoloom.evaluation.screening import pooled_features  # noqa: E402
 from emoloom.modeling.model import Heads, load_bundle  # noqa: E402
-from emoloom.training.heads_fit import HOLDOUT, _fit, _fold_thresholds, _macro_f1, refit_heads  # noqa: E402
+from emoloom.training.heads_fit import HOLDOUT, _fit, _fold_thresholds, _macro_f1, refit_heads, reset_heads  # noqa: E402,E501
 
 GRID = np.round(np.arange(0.02, 0.91, 0.02), 2)
 
@@ -73,9 +74,9 @@ def main() -> None:
     (y, v), (y_dev, _) = targets(train), targets(dev)
 
     fresh = Heads(x.size(1))
-    fresh.init_from_data(x, y, v)
+    reset_heads(fresh, x, y, v)
     per_label = copy.deepcopy(fresh)
-    chosen = refit_heads(per_label, [(x, y, v)], seed=11)                 # the default rule, end to end
+    chosen = refit_heads(per_label, x, y, v, seed=11)                     # the default rule, end to end
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(11))
     held, fit = order[:int(HOLDOUT * len(x))], order[int(HOLDOUT * len(x)):]
     trial = copy.deepcopy(fresh)

@@ -84,25 +84,36 @@ def test_the_label_mask_covers_the_labels_list(parts):
     assert "vad" not in spelled and "rationale" not in spelled
 
 
-def test_the_heads_refit_learns_the_kept_features_and_folds_the_thresholds():
+def test_the_heads_refit_learns_new_features_from_scratch_and_folds_the_thresholds():
     from emoloom.modeling.model import Heads, heads_decisions
     from emoloom.training.heads_fit import refit_heads
 
     torch.manual_seed(0)
-    x = torch.randn(400, 6)
+    x = torch.randn(400, 6) * 3 + 5                    # features on another scale than the heads were set up for
     y = torch.zeros(400, 28)
-    y[:, 0] = (x[:, 0] > 0.8).float()                  # a rare label (~20 %), readable from one feature
-    y[:, 1] = (x[:, 1] > -0.5).float()                 # a frequent one
-    v = torch.sigmoid(x[:, 2:5])
+    y[:, 0] = (x[:, 0] > 7.4).float()                  # a rare label (~20 %), readable from one feature
+    y[:, 1] = (x[:, 1] > 3.5).float()                  # a frequent one
+    v = torch.sigmoid(x[:, 2:5] - 5)
     heads = Heads(6)
-    heads.init_from_data(x, y, v)
-    kept = [(x[i:i + 50], y[i:i + 50], v[i:i + 50]) for i in range(0, 400, 50)]
-    summary = refit_heads(heads, kept, seed=0)
+    heads.init_from_data(torch.randn(50, 6), y[:50], v[:50])
+    summary = refit_heads(heads, x, y, v, seed=0)
     assert summary["rows"] == 400 and max(summary["held_out_macro_f1_tuned"].values()) > summary[
         "held_out_macro_f1_before"]
-    fresh = torch.randn(400, 6)                         # new rows: the refit generalises, the rare label included
+    assert torch.allclose(heads.feature_mean, x.mean(0)) and torch.allclose(heads.feature_scale, x.std(0) * 6 ** 0.5)
+    fresh = torch.randn(400, 6) * 3 + 5                 # new rows: the refit generalises, the rare label included
     with torch.no_grad():
         answers = heads_decisions(*heads(fresh))
     predicted_rare = torch.tensor(["admiration" in a["labels"] for a in answers])
-    never = (fresh[:, 0] <= 0.8).float().mean()         # the priors' answer: the rare label never
-    assert (predicted_rare == (fresh[:, 0] > 0.8)).float().mean() > never + 0.05
+    never = (fresh[:, 0] <= 7.4).float().mean()         # the priors' answer: the rare label never
+    assert (predicted_rare == (fresh[:, 0] > 7.4)).float().mean() > never + 0.05
+
+
+def test_the_refit_sample_follows_the_mixture_and_its_seed():
+    from emoloom.training.heads_fit import refit_sample
+
+    examples = {"goemotions": [("g", i) for i in range(500)], "empathetic": [("e", i) for i in range(500)]}
+    sample = refit_sample(examples, {"goemotions": 20.0, "empathetic": 80.0}, 100, seed=11)
+    assert [s for s, _ in sample].count("g") == 20 and [s for s, _ in sample].count("e") == 80
+    assert len(set(sample)) == 100 and sample == refit_sample(examples, {"goemotions": 20.0, "empathetic": 80.0}, 100, 11)
+    assert sample != refit_sample(examples, {"goemotions": 20.0, "empathetic": 80.0}, 100, seed=12)
+    assert len(refit_sample(examples, {"goemotions": 1.0, "empathetic": 0.0}, 900, seed=11)) == 500   # what there is

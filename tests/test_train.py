@@ -41,6 +41,29 @@ def test_same_seed_gives_identical_weights_and_metrics(tiny_run, nrc):
                               "n_goemotions"} <= set(header)
 
 
+def test_the_heads_refit_reads_the_exported_weights_features(tiny_run, nrc):
+    """The refit re-extracts its features with the weights it exports: the bundle's heads are standardised on the
+    trained model's features of the refit sample, not the frozen backbone's."""
+    from emoloom.modeling.model import load_bundle
+    from emoloom.training.heads_fit import refit_sample
+    from emoloom.training.setup import example_features, load_training_data
+
+    cfg = replace(TINY_CFG, heads_refit_rows=24, lr=1e-2)
+    run_tiny(tiny_run, "refit", nrc, cfg)
+    model, tokenizer, _ = load_bundle(tiny_run / "refit/model")
+    data = load_training_data(cfg, paths_for(tiny_run, "refit"), tokenizer, nrc, MIX, "refit", torch.device("cpu"))
+    sample = refit_sample(data.examples, MIX, cfg.heads_refit_rows, cfg.seed)
+    trained, labels, _ = example_features(model, sample, cfg, tokenizer.pad_token_id)
+    with model.lm.disable_adapter():
+        frozen, _, _ = example_features(model, sample, cfg, tokenizer.pad_token_id)
+    mean = model.heads.feature_mean
+    assert torch.allclose(mean, trained.mean(0), atol=1e-5)
+    assert (mean - frozen.mean(0)).abs().max() > 100 * (mean - trained.mean(0)).abs().max()
+    decision = [json.loads(line) for line in (tiny_run / "refit/plots/decisions.jsonl").read_text().splitlines()
+                if '"heads_refit"' in line]
+    assert len(decision) == 1 and decision[0]["rows"] == len(sample) == 24 and labels.shape == (24, 28)
+
+
 KILL_AT_CALL = 9     # step_losses calls: 2 per step, so the kill lands inside step 5, after the step-4 checkpoint
 CHILD = """
 import os, signal, sys, json

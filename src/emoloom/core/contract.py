@@ -29,7 +29,7 @@ CONTEXT_HEADER = "Context:"
 MESSAGE_PREFIX = "Message: "
 PLAIN_ANSWER_CUE = "JSON:\n"  # ends the plain-text prompt of tokenizers without a chat template
 
-# Caps keep the target line within the 48-token generation budget (docs/contract.md has the measurement).
+# Caps keep the target line within the decoding budgets: P99 48-49 tokens, max 56 (docs/contract.md, "Budget").
 MAX_RATIONALE_WORDS = 12
 MAX_RATIONALE_CUES = 2
 NO_CUES_RATIONALE = "no cue words"

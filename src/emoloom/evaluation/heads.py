@@ -15,7 +15,7 @@ def heads_mode(model, tokenizer, prompts: list[list[int]], batch_size: int = 16,
                share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(label logits, VAD) of an `EmoModel`'s heads for each prompt, float32 on the CPU, in input order.
 
-    Prompts run in batches of similar length; with `share_prefix` each batch's common system prompt (~155 of ~180
+    Prompts run in batches of similar length; with `share_prefix` each batch's common system prompt (159 of ~181
     tokens) runs once and every row only its own ~30 tokens (the same quantity as the plain forward, up to rounding).
     """
     if not prompts:

@@ -103,7 +103,6 @@ class EmoOutput(NamedTuple):
     logits: torch.Tensor          # (rows, positions, vocab) LM logits of the last positions
     label_logits: torch.Tensor    # (rows, labels)
     vad: torch.Tensor             # (rows, 3) in [0, 1]
-    pooled: torch.Tensor          # (rows, hidden) fp32: what the heads read
 
 
 class EmoModel(nn.Module):
@@ -121,7 +120,7 @@ class EmoModel(nn.Module):
         logits = self.lm.get_output_embeddings()(hidden[:logit_rows, -logits_to_keep:])
         pooled = masked_mean(hidden, pool_mask).float()
         label_logits, vad = self.heads(pooled)
-        return EmoOutput(logits, label_logits, vad, pooled)
+        return EmoOutput(logits, label_logits, vad)
 
     @torch.no_grad()
     def predict_heads(self, prompts: list[list[int]], starts: list[int], pad_id: int, batch_size: int = 16,

@@ -69,8 +69,8 @@ class SFTConfig:
     label_token_weight: float = option(1.0, "weight of the labels-list tokens in L_lm (1: the plain mean over the "
                                             "answer tokens)", gt=0)
     vad_token_weight: float = option(1.0, "weight of the vad object's tokens in L_lm", gt=0)
-    heads_refit_rows: int = option(0, "at export, refit the heads on the pooled features of the last N training "
-                                      "examples and tune a decision threshold per label (0: off)", ge=0)
+    heads_refit_rows: int = option(0, "at export, refit the heads on the features the exported weights compute for N "
+                                      "seeded training prompts and tune a decision threshold per label (0: off)", ge=0)
     t0: float = option(1.0, "sampler temperature at step 0", gt=0)
     t1: float = option(0.1, "sampler temperature at the last step", gt=0)
     conf_alpha: float = option(0.9, "EMA factor of the sampler's confidence proxy", ge=0, le=1)

@@ -1,14 +1,16 @@
 """The heads' refit at export (sft.train.heads_refit_rows): a CPU budget gives the jointly trained heads only a few
-dozen updates, far from a fitted linear read-out. The loop keeps the pooled features of its latest training examples
-(free: the forward computed them); here the heads are fitted on them for many full-batch epochs, and each label gets
-the decision threshold that maximises its F1 on a held-out fifth (the TF-IDF baseline tunes its thresholds the same
-way, on training data only). A threshold t is folded into the label's bias (logit -= logit(t)), so the heads' usual
-rule, p >= 0.5, applies it. docs/training.md has the measurement.
+dozen updates, far from a fitted linear read-out. After training, the exported weights compute the pooled features of
+a seeded sample of training prompts (`refit_sample`: each source's share as in the mixture); the heads are
+re-initialised on them (standardisation, prior biases, zero weights) and fitted for many full-batch epochs (on the CPU),
+and each label gets the decision threshold that maximises its F1 on a held-out fifth (the TF-IDF baseline tunes its
+thresholds the same way, on training data only). A threshold t is folded into the label's bias (logit -= logit(t)), so
+the heads' usual rule, p >= 0.5, applies it. docs/training.md has the measurements.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 
 import numpy as np
 import torch
@@ -57,18 +59,38 @@ def _trial(heads: Heads, x, y, v, fit, held, epochs: int) -> tuple[float, np.nda
     return _macro_f1(trial, x[held], y[held]), thresholds
 
 
-def refit_heads(heads: Heads, kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], seed: int) -> dict:
-    """Refit `heads` in place on the kept (features, labels, vad): the epoch count and per-label thresholds that
-    do best on a held-out fifth, then a fit on every kept row with them, thresholds folded into the bias. Returns
-    what was chosen for the decision log (held-out F1 with thresholds tuned there: optimistic, for comparison)."""
-    x, y, v = (torch.cat([k[i] for k in kept]).float() for i in range(3))
+def refit_sample(examples: dict[str, list], mixture: dict[str, float], rows: int, seed: int) -> list:
+    """A seeded sample of about `rows` training examples, each source's share as in the mixture (as in dev)."""
+    rng, total = random.Random(seed), sum(mixture.values())
+    shares = {s: round(rows * w / total) for s, w in sorted(mixture.items()) if w > 0}
+    return [ex for s, n in shares.items() for ex in rng.sample(examples[s], min(n, len(examples[s])))]
+
+
+def reset_heads(heads: Heads, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
+    """Start the heads afresh on these rows: their standardisation and prior biases, zero weights."""
+    with torch.no_grad():
+        heads.labels.weight.zero_()
+        heads.vad.weight.zero_()
+    heads.init_from_data(x, y, v)
+
+
+def refit_heads(heads: Heads, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, seed: int) -> dict:
+    """Refit `heads` in place on (features, labels, vad): re-initialised from them (standardisation, prior biases,
+    zero weights), then the epoch count and per-label thresholds that do best on a held-out fifth, then a fit
+    on every row with them, thresholds folded into the bias. Returns what was chosen for the decision log (held-out F1
+    with thresholds tuned there: optimistic, for comparison; `before`: the jointly trained heads on the same rows)."""
+    device = heads.feature_mean.device
+    heads.cpu()
+    x, y, v = x.float().cpu(), y.float().cpu(), v.float().cpu()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     held, fit = order[:int(HOLDOUT * len(x))], order[int(HOLDOUT * len(x)):]
     before = _macro_f1(heads, x[held], y[held])
+    reset_heads(heads, x, y, v)
     with torch.enable_grad():
         trials = {epochs: _trial(heads, x, y, v, fit, held, epochs) for epochs in EPOCH_CHOICES}
         epochs = max(trials, key=lambda e: trials[e][0])
         _fit(heads, x, y, v, epochs)
     _fold_thresholds(heads, trials[epochs][1])
+    heads.to(device)
     return {"rows": len(x), "epochs": epochs, "held_out_macro_f1_before": round(before, 4),
             "held_out_macro_f1_tuned": {e: round(f, 4) for e, (f, _) in trials.items()}}

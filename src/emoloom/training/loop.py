@@ -32,7 +32,7 @@ from emoloom.modeling.verifier import AppraisalVerifier
 from emoloom.training.config import LossWeights, RunPaths, SFTConfig
 from emoloom.training.dev_eval import dev_evaluation
 from emoloom.training.export import export_run
-from emoloom.training.heads_fit import refit_heads
+from emoloom.training.heads_fit import refit_heads, refit_sample
 from emoloom.training.objective import step_losses
 from emoloom.training.sampler import MixtureSampler
 from emoloom.training.setup import (
@@ -40,6 +40,7 @@ from emoloom.training.setup import (
     build_model,
     check_inputs,
     check_max_len,
+    example_features,
     init_heads,
     load_training_data,
     load_verifier,
@@ -82,6 +83,7 @@ class Run:
     tokenizer: object
     verifier: AppraisalVerifier
     data: TrainingData
+    mixture: dict[str, float]                 # source -> its ratio weight (as configured; the sampler's weights move)
     optimizer: torch.optim.Optimizer
     sampler: MixtureSampler
     streams: dict[str, SourceStream]
@@ -115,7 +117,6 @@ class Run:
                                           (self.cfg.label_token_weight, self.cfg.vad_token_weight))
             (self.weights.combine(terms) / heal.grad_accum).backward()
             entropy = kept["entropy"]
-            self.keep_features(kept["pooled"], batch)
             self.sampler.update(source, entropy)
             self.state.pass_entropy.setdefault(source, []).append(entropy)
             for t in totals:
@@ -124,13 +125,6 @@ class Run:
             entropies.append(entropy)
             n_tokens += batch.n_tokens
         return {"totals": totals, "sources": sources, "entropies": entropies, "tokens": n_tokens}
-
-    def keep_features(self, pooled: torch.Tensor, batch) -> None:
-        """Keep the latest heads_refit_rows examples' pooled features with their targets (the heads' refit)."""
-        if self.cfg.heads_refit_rows:
-            self.state.features.append((pooled.cpu(), batch.labels.cpu(), batch.vad.cpu()))
-            while sum(len(f[0]) for f in self.state.features[1:]) >= self.cfg.heads_refit_rows:
-                self.state.features.pop(0)
 
     def optimizer_step(self) -> float:
         """Schedule the LR, clip, step, update the EMA; the gradient norm before clipping."""
@@ -241,9 +235,12 @@ class Run:
         self.save()
 
     def refit_heads(self, chosen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The chosen weights with the heads refitted on the kept features (emoloom.training.heads_fit)."""
-        swap_weights(self.model, {n: w for n, w in chosen.items() if n.startswith("heads.")})
-        summary = refit_heads(self.model.heads, self.state.features, self.cfg.seed)
+        """The chosen weights with the heads refitted on the features they compute for a seeded sample of training
+        prompts (emoloom.training.heads_fit)."""
+        swap_weights(self.model, chosen)
+        sample = refit_sample(self.data.examples, self.mixture, self.cfg.heads_refit_rows, self.cfg.seed)
+        features, labels, vad = example_features(self.model, sample, self.cfg, self.tokenizer.pad_token_id or 0)
+        summary = refit_heads(self.model.heads, features, labels, vad, self.cfg.seed)
         self.state.history.decide(self.state.step, "heads_refit", **summary)
         write_logs(self.plots, self.state.history)
         return {**chosen, **{f"heads.{n}": p.detach().clone() for n, p in self.model.heads.named_parameters()}}
@@ -302,8 +299,8 @@ def start_run(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: R
     ema = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
            if cfg.ema_decay > 0 else None)
     state = RunState(heal=Healing(cfg.max_len, cfg.grad_accum, cfg.micro_batch), ema=ema)
-    run = Run(run_name, cfg, weights, model, tokenizer, verifier, data, optimizer, sampler, streams, state, device,
-              amp, run_hash, paths.out / "checkpoint.pt", paths.plots)
+    run = Run(run_name, cfg, weights, model, tokenizer, verifier, data, dict(mixture), optimizer, sampler, streams,
+              state, device, amp, run_hash, paths.out / "checkpoint.pt", paths.plots)
     run.resume()
     return run
 
@@ -342,9 +339,6 @@ def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPa
     run.finish()
     write_logs(paths.plots, state.history)
     chosen = state.best.weights if state.best else run.eval_weights()
-    if cfg.heads_refit_rows and state.features:
-        if state.best is None or state.best.step == state.step:
-            chosen = run.refit_heads(chosen)
-        else:                                  # the kept features come from later weights than the exported ones
-            state.history.decide(state.step, "heads_refit_skipped", exported_step=state.best.step)
+    if cfg.heads_refit_rows:
+        chosen = run.refit_heads(chosen)
     return export_run(state, cfg, weights, lora, run.model, chosen, paths, run_name, mixture, run.config_hash)

@@ -20,7 +20,7 @@ def step_losses(model: EmoModel, batch: Batch, verifier: AppraisalVerifier, lexi
                 lexical_vad: torch.Tensor, weights: LossWeights = LossWeights(),
                 field_weights: tuple[float, float] = (1.0, 1.0)) -> tuple[dict[str, torch.Tensor], dict]:
     """The active loss terms for one micro-batch, and what the loop keeps of it: the mean answer-token entropy (the
-    sampler's H_t) and the examples' pooled features (detached: the heads' refit at export).
+    sampler's H_t).
 
     lexical_ids (N,) are the vocabulary tokens that are lexicon words and lexical_vad (N, 3) their VAD (L_vad). The
     answer distributions are normalised once (log-softmax over the vocabulary); L_vad and L_app only gather the
@@ -58,4 +58,4 @@ def step_losses(model: EmoModel, batch: Batch, verifier: AppraisalVerifier, lexi
     with torch.no_grad():
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         mean_entropy = float((entropy * batch.answer_mask).sum() / batch.answer_mask.sum())
-    return terms, {"entropy": mean_entropy, "pooled": out.pooled[:b].detach()}
+    return terms, {"entropy": mean_entropy}

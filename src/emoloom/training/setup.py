@@ -92,14 +92,20 @@ def build_model(backbone: Path, cfg: SFTConfig, lora: LoraSettings, device: torc
     return EmoModel(lm, Heads(lm.config.hidden_size)).to(device)
 
 
+def example_features(model: EmoModel, examples: list[SFTExample], cfg: SFTConfig,
+                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pooled features the model computes now for the examples' prompts (what the heads read), their labels, VAD."""
+    model.eval()
+    features = prompt_features(model.lm, [ex.prompt_ids for ex in examples], [ex.user_start for ex in examples],
+                               pad_id, cfg.eval_batch)
+    return features, torch.tensor([ex.labels for ex in examples]), torch.tensor([ex.vad for ex in examples])
+
+
 def init_heads(model: EmoModel, examples: list[SFTExample], cfg: SFTConfig, pad_id: int) -> None:
     """Standardise the heads' input and set their prior biases from a seeded sample of training prompts."""
     sample = random.Random(cfg.seed).sample(examples, min(cfg.head_init_rows, len(examples)))
-    model.eval()
-    features = prompt_features(model.lm, [ex.prompt_ids for ex in sample], [ex.user_start for ex in sample], pad_id,
-                               cfg.eval_batch)
-    model.heads.init_from_data(features.to(model.heads.feature_mean.device), torch.tensor([ex.labels for ex in sample]),
-                               torch.tensor([ex.vad for ex in sample]))
+    features, labels, vad = example_features(model, sample, cfg, pad_id)
+    model.heads.init_from_data(features.to(model.heads.feature_mean.device), labels, vad)
 
 
 def make_optimizer(model: EmoModel, cfg: SFTConfig) -> torch.optim.AdamW:

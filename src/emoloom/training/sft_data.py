@@ -1,6 +1,6 @@
 """SFT examples: a record -> prompt tokens + answer tokens (+ the numeric targets), and batches that share a prefix.
 
-Every prompt starts with the same system text (the contract's instructions and label list, ~155 of ~180 tokens).
+Every prompt starts with the same system text (the contract's instructions and label list, 159 of ~181 tokens).
 A batch runs that shared prefix once and each row only its own part:
 
     prefix (P tokens, once)  +  rows: [pad ... pad | own prompt part | answer | eos]      (B example rows)

@@ -59,8 +59,6 @@ class RunState:
     pass_entropy: dict[str, list[float]] = field(default_factory=dict)   # source -> this pass's entropies
     stop: str | None = None                               # why the loop stopped early: "budget" or "early"
     history: History = field(default_factory=History)
-    features: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    # (pooled features, labels, vad) of the latest training micro-batches, for the heads' refit at export
 
 
 def swap_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
