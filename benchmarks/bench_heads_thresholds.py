@@ -5,8 +5,8 @@ where the held-out fifth has enough positives (docs/training.md, "Where the erro
 
 A trained run's model (data/sft/<mixture>-s11/model) pools its features for `--train-rows` seeded training rows (as
 the loop's refit does at export, on its own sample) and for the first dev rows. Fresh heads (standardised on those
-training features, prior biases, zero weights) are refitted as `heads_fit.refit_heads` does — same held-out fifth, same
-epoch choice — and each threshold rule is folded in and scored on the dev rows: macro-F1 (strict over the gold
+training features, prior biases, zero weights) are refitted as `heads_fit.refit_heads` does — same held-out fifth,
+same epoch choice — and each threshold rule is folded in and scored on the dev rows: macro-F1 (strict over the gold
 subspace) and labels per row.
 Needs `dvc repro sft@<mixture>-11`.
 """
@@ -35,7 +35,14 @@ from emoloom.evaluation.baselines import best_threshold  # noqa: E402
 from emoloom.evaluation.runner import EvalConfig  # noqa: E402
 from emoloom.evaluation.screening import pooled_features  # noqa: E402
 from emoloom.modeling.model import Heads, load_bundle  # noqa: E402
-from emoloom.training.heads_fit import HOLDOUT, _fit, _fold_thresholds, _macro_f1, refit_heads, reset_heads  # noqa: E402,E501
+from emoloom.training.heads_fit import (  # noqa: E402
+    HOLDOUT,
+    _fit,
+    _fold_thresholds,
+    _macro_f1,
+    refit_heads,
+    reset_heads,
+)
 
 GRID = np.round(np.arange(0.02, 0.91, 0.02), 2)
 

@@ -112,8 +112,9 @@ def test_the_refit_sample_follows_the_mixture_and_its_seed():
     from emoloom.training.heads_fit import refit_sample
 
     examples = {"goemotions": [("g", i) for i in range(500)], "empathetic": [("e", i) for i in range(500)]}
-    sample = refit_sample(examples, {"goemotions": 20.0, "empathetic": 80.0}, 100, seed=11)
+    mixture = {"goemotions": 20.0, "empathetic": 80.0}
+    sample = refit_sample(examples, mixture, 100, seed=11)
     assert [s for s, _ in sample].count("g") == 20 and [s for s, _ in sample].count("e") == 80
-    assert len(set(sample)) == 100 and sample == refit_sample(examples, {"goemotions": 20.0, "empathetic": 80.0}, 100, 11)
-    assert sample != refit_sample(examples, {"goemotions": 20.0, "empathetic": 80.0}, 100, seed=12)
+    assert len(set(sample)) == 100 and sample == refit_sample(examples, mixture, 100, seed=11)
+    assert sample != refit_sample(examples, mixture, 100, seed=12)
     assert len(refit_sample(examples, {"goemotions": 1.0, "empathetic": 0.0}, 900, seed=11)) == 500   # what there is
