@@ -1,4 +1,5 @@
-"""SFT batches: the shared-prefix forward gives the plain forward's losses and gradients; the pooled user turn."""
+"""SFT batches: the shared-prefix forward gives the plain forward's losses and gradients; the pooled user turn; a
+middle-layer read-out gives training and heads mode the same features."""
 
 from __future__ import annotations
 
@@ -118,3 +119,28 @@ def test_the_refit_sample_follows_the_mixture_and_its_seed():
     assert len(set(sample)) == 100 and sample == refit_sample(examples, mixture, 100, seed=11)
     assert sample != refit_sample(examples, mixture, 100, seed=12)
     assert len(refit_sample(examples, {"goemotions": 1.0, "empathetic": 0.0}, 900, seed=11)) == 500   # what there is
+
+
+def test_heads_at_a_middle_layer_read_in_training_what_heads_mode_reads(parts):
+    """With `heads_layer` k the training forward pools decoder layer k's output through the final norm; heads mode
+    (the refit's and the evaluation's features) stops the forward at layer k and pools the same vectors."""
+    model, tokenizer, _, examples, _, _ = parts
+    rows = examples[:3]
+    batch = collate(rows, tokenizer.pad_token_id)
+    served = {}
+    try:
+        for layer in (0, 1):
+            model.heads.layer = layer
+            with torch.no_grad():
+                trained = model(batch.input_ids, batch.attention_mask, batch.pool_mask, prefix_ids=batch.prefix_ids,
+                                logit_rows=len(rows)).label_logits[:len(rows)]
+            served[layer], _ = model.predict_heads([e.prompt_ids for e in rows], [e.user_start for e in rows],
+                                                   tokenizer.pad_token_id)
+            assert torch.allclose(trained, served[layer], atol=1e-5), layer
+        assert not torch.allclose(served[0], served[1], atol=1e-3)           # layer 1 of 2 is not the last layer
+        model.heads.layer = 3
+        with pytest.raises(ValueError, match="has 2 decoder layers"):
+            model.predict_heads([rows[0].prompt_ids], [rows[0].user_start], tokenizer.pad_token_id)
+        assert model.lm.config.num_hidden_layers == 2                        # the depth is restored
+    finally:
+        model.heads.layer = 0

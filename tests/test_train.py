@@ -42,15 +42,16 @@ def test_same_seed_gives_identical_weights_and_metrics(tiny_run, nrc):
 
 
 def test_the_heads_refit_reads_the_exported_weights_features(tiny_run, nrc):
-    """The refit re-extracts its features with the weights it exports: the bundle's heads are standardised on the
-    trained model's features of the refit sample, not the frozen backbone's."""
+    """The refit re-extracts its features with the weights it exports, at the heads' layer: the bundle's heads are
+    standardised on the trained model's layer-1 features of the refit sample, not the frozen backbone's."""
     from emoloom.modeling.model import load_bundle
     from emoloom.training.heads_fit import refit_sample
     from emoloom.training.setup import example_features, load_training_data
 
-    cfg = replace(TINY_CFG, heads_refit_rows=24, lr=1e-2)
+    cfg = replace(TINY_CFG, heads_refit_rows=24, lr=1e-2, heads_layer=1)
     run_tiny(tiny_run, "refit", nrc, cfg)
     model, tokenizer, _ = load_bundle(tiny_run / "refit/model")
+    assert model.heads.layer == 1
     data = load_training_data(cfg, paths_for(tiny_run, "refit"), tokenizer, nrc, MIX, "refit", torch.device("cpu"))
     sample = refit_sample(data.examples, MIX, cfg.heads_refit_rows, cfg.seed)
     trained, labels, _ = example_features(model, sample, cfg, tokenizer.pad_token_id)

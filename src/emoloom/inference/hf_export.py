@@ -31,6 +31,8 @@ def export_model(bundle: str | Path, out: str | Path) -> Path:
     lm = model.model.lm if model.info["full_finetune"] else model.model.lm.merge_and_unload()
     heads = model.model.heads
     spec = prompt_spec(model.max_new_tokens)
+    read_out = (f"decoder layer {heads.layer}'s output through the final norm (the forward may stop there)"
+                if heads.layer else "the last hidden state")
     with atomic_dir(out) as tmp:
         lm.save_pretrained(tmp)
         model.tokenizer.save_pretrained(tmp)
@@ -39,7 +41,7 @@ def export_model(bundle: str | Path, out: str | Path) -> Path:
                   str(tmp / "emoloom_heads.safetensors"))
         write_json(tmp / "emoloom_heads.json", {
             "labels": list(LABELS), "hidden_size": heads.labels.in_features,
-            "pooling": "mean of the last hidden state over the user turn (the prompt tokens after the system text)",
+            "pooling": f"mean over the user turn (the prompt tokens after the system text) of {read_out}",
             "label_logits": "labels.weight @ ((pooled - feature_mean) / feature_scale) + labels.bias; p = sigmoid",
             "vad": "sigmoid(vad.weight @ ((pooled - feature_mean) / feature_scale) + vad.bias), order v, a, d",
             "decision": "labels with p >= 0.5, else the most likely one"})

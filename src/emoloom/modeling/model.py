@@ -4,6 +4,7 @@ state. The heads give L_cls, L_reg, v(x) for L_flip, and the fast "heads" infere
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -35,10 +36,12 @@ class LoraSettings:
 class Heads(nn.Module):
     """Label and VAD heads on pooled hidden states, read as z-scores / sqrt(hidden) (train-set statistics held in
     buffers), so a head's logit scale neither depends on the backbone's raw activation scale nor grows with its width.
-    `init_from_data` sets those statistics and starts both biases at the training priors (docs/training.md)."""
+    `init_from_data` sets those statistics and starts both biases at the training priors (docs/training.md).
+    `layer`: the decoder layer whose output (through the final norm) is pooled; 0 = the last."""
 
-    def __init__(self, hidden: int, num_labels: int = NUM_LABELS):
+    def __init__(self, hidden: int, num_labels: int = NUM_LABELS, layer: int = 0):
         super().__init__()
+        self.layer = layer
         self.labels = nn.Linear(hidden, num_labels)
         self.vad = nn.Linear(hidden, 3)
         self.register_buffer("feature_mean", torch.zeros(hidden))
@@ -80,22 +83,47 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
               cache=cache, use_cache=bool(p), output_hidden_states=True, logits_to_keep=logits_to_keep)
 
 
+@contextmanager
+def first_layers(lm: nn.Module, layer: int):
+    """Run only the first `layer` decoder layers (then the final norm); 0 = all. HF decoders loop over
+    `layers[:config.num_hidden_layers]`, so this costs `layer` / depth of a full forward."""
+    depth = lm.config.num_hidden_layers
+    if not 0 <= layer <= depth:
+        raise ValueError(f"heads layer {layer}: this backbone has {depth} decoder layers (0 = the last)")
+    lm.config.num_hidden_layers = layer or depth
+    try:
+        yield
+    finally:
+        lm.config.num_hidden_layers = depth
+
+
+def layer_output(lm: nn.Module, hidden_states: tuple[torch.Tensor, ...], layer: int) -> torch.Tensor:
+    """Decoder layer `layer`'s output through the final norm (0: the last, already normed), from a full forward's
+    hidden states; what `first_layers(lm, layer)` returns as its last hidden state."""
+    if layer in (0, len(hidden_states) - 1):
+        return hidden_states[-1]
+    return lm.get_decoder().norm(hidden_states[layer])
+
+
 @torch.no_grad()
 def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], pad_id: int, batch_size: int = 16,
-                    share_prefix: bool = True) -> torch.Tensor:
-    """(N, hidden) fp32: each prompt's mean last-layer hidden state over its user turn (from `starts`), `lm` as it is
-    now; what the heads read. Prompts run in batches of similar length, each batch's shared prefix once."""
+                    share_prefix: bool = True, layer: int = 0) -> torch.Tensor:
+    """(N, hidden) fp32: each prompt's mean hidden state over its user turn (from `starts`) at the output of decoder
+    layer `layer` through the final norm (0: the last), `lm` as it is now; what the heads read. The forward stops at
+    that layer. Prompts run in batches of similar length, each batch's shared prefix once."""
     feats: list[torch.Tensor | None] = [None] * len(prompts)
-    for rows in length_buckets(prompts, batch_size):
-        chunk, own = [prompts[i] for i in rows], [starts[i] for i in rows]
-        p = common_prefix(chunk, limit=min(own)) if share_prefix else 0
-        ids, mask = left_pad([r[p:] for r in chunk], pad_id)
-        pool = torch.zeros_like(mask)
-        for k, (row, start) in enumerate(zip(chunk, own)):
-            pool[k, mask.size(1) - (len(row) - start):] = 1
-        out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), torch.tensor(chunk[0][:p], dtype=torch.long))
-        for k, pooled in zip(rows, masked_mean(out.hidden_states[-1].float(), pool.to(lm.device)).cpu()):
-            feats[k] = pooled
+    with first_layers(lm, layer):
+        for rows in length_buckets(prompts, batch_size):
+            chunk, own = [prompts[i] for i in rows], [starts[i] for i in rows]
+            p = common_prefix(chunk, limit=min(own)) if share_prefix else 0
+            ids, mask = left_pad([r[p:] for r in chunk], pad_id)
+            pool = torch.zeros_like(mask)
+            for k, (row, start) in enumerate(zip(chunk, own)):
+                pool[k, mask.size(1) - (len(row) - start):] = 1
+            prefix = torch.tensor(chunk[0][:p], dtype=torch.long)
+            out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), prefix)
+            for k, pooled in zip(rows, masked_mean(out.hidden_states[-1].float(), pool.to(lm.device)).cpu()):
+                feats[k] = pooled
     return torch.stack(feats) if prompts else torch.empty(0, lm.config.hidden_size)
 
 
@@ -118,7 +146,7 @@ class EmoModel(nn.Module):
         out = lm_forward(self.lm, input_ids, attention_mask, prefix_ids, logits_to_keep=1)
         hidden = out.hidden_states[-1]                          # after the final norm: what the LM head reads
         logits = self.lm.get_output_embeddings()(hidden[:logit_rows, -logits_to_keep:])
-        pooled = masked_mean(hidden, pool_mask).float()
+        pooled = masked_mean(layer_output(self.lm, out.hidden_states, self.heads.layer), pool_mask).float()
         label_logits, vad = self.heads(pooled)
         return EmoOutput(logits, label_logits, vad)
 
@@ -127,8 +155,8 @@ class EmoModel(nn.Module):
                       share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Heads mode: (label logits, VAD) of each prompt from its pooled user turn; no decoding."""
         dtype = next(self.heads.parameters()).dtype
-        return self.heads(prompt_features(self.lm, prompts, starts, pad_id, batch_size, share_prefix).to(
-            self.heads.feature_mean.device, dtype))
+        features = prompt_features(self.lm, prompts, starts, pad_id, batch_size, share_prefix, self.heads.layer)
+        return self.heads(features.to(self.heads.feature_mean.device, dtype))
 
 
 def heads_decisions(label_logits: torch.Tensor, vad: torch.Tensor) -> list[dict]:
@@ -184,7 +212,7 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", dtyp
     if not info["full_finetune"]:
         settings = LoraSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["lora"].items()})
         lm = add_lora(lm, settings)
-    model = EmoModel(lm, Heads(lm.config.hidden_size))
+    model = EmoModel(lm, Heads(lm.config.hidden_size, layer=info["config"].get("heads_layer", 0)))
     weights = load_file(str(bundle_dir / "trainable.safetensors"))
     unknown = set(weights) - {n for n, _ in model.named_parameters()} - {n for n, _ in model.named_buffers()}
     if unknown:

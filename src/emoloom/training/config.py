@@ -69,6 +69,9 @@ class SFTConfig:
     label_token_weight: float = option(1.0, "weight of the labels-list tokens in L_lm (1: the plain mean over the "
                                             "answer tokens)", gt=0)
     vad_token_weight: float = option(1.0, "weight of the vad object's tokens in L_lm", gt=0)
+    heads_layer: int = option(0, "the decoder layer whose output (through the final norm) the heads pool; 0 = the "
+                                 "last. Below LoRA's first adapted layer they read the frozen backbone, and heads "
+                                 "mode runs only that many layers", ge=0)
     heads_refit_rows: int = option(0, "at export, refit the heads on the features the exported weights compute for N "
                                       "seeded training prompts and tune a decision threshold per label (0: off)", ge=0)
     t0: float = option(1.0, "sampler temperature at step 0", gt=0)

@@ -89,7 +89,7 @@ def build_model(backbone: Path, cfg: SFTConfig, lora: LoraSettings, device: torc
         lm = add_lora(lm, lora)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return EmoModel(lm, Heads(lm.config.hidden_size)).to(device)
+    return EmoModel(lm, Heads(lm.config.hidden_size, layer=cfg.heads_layer)).to(device)
 
 
 def example_features(model: EmoModel, examples: list[SFTExample], cfg: SFTConfig,
@@ -97,7 +97,7 @@ def example_features(model: EmoModel, examples: list[SFTExample], cfg: SFTConfig
     """The pooled features the model computes now for the examples' prompts (what the heads read), their labels, VAD."""
     model.eval()
     features = prompt_features(model.lm, [ex.prompt_ids for ex in examples], [ex.user_start for ex in examples],
-                               pad_id, cfg.eval_batch)
+                               pad_id, cfg.eval_batch, layer=model.heads.layer)
     return features, torch.tensor([ex.labels for ex in examples]), torch.tensor([ex.vad for ex in examples])
 
 
