@@ -64,6 +64,15 @@ def test_bad_parameters_are_refused_naming_the_key(cls, section, where, message)
     assert message in str(err.value)
 
 
+def test_a_heads_layer_past_the_backbones_depth_is_refused_before_the_data_loads(tiny_run, nrc, monkeypatch):
+    def load_training_data(*args):
+        raise AssertionError("the data was loaded before the heads layer was checked")
+
+    monkeypatch.setattr("emoloom.training.loop.load_training_data", load_training_data)
+    with pytest.raises(ParamError, match=r"^sft.train.heads_layer: this backbone has 2 decoder layers .*got 3$"):
+        run_tiny(tiny_run, "deep_heads", nrc, replace(TINY_CFG, heads_layer=3))
+
+
 def test_eval_and_weak_vad_sections_are_checked_key_by_key():
     with pytest.raises(ParamError, match=r"eval.precision: must be one of fp32, bf16; got 'fp8'"):
         EvalConfig.from_params({"precision": "fp8"})

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TINY_CFG, TINY_LORA
 
+from emoloom.core.errors import ParamError
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import load_antonyms
 from emoloom.modeling.token_lexicon import lexical_tokens
@@ -139,7 +140,7 @@ def test_heads_at_a_middle_layer_read_in_training_what_heads_mode_reads(parts):
             assert torch.allclose(trained, served[layer], atol=1e-5), layer
         assert not torch.allclose(served[0], served[1], atol=1e-3)           # layer 1 of 2 is not the last layer
         model.heads.layer = 3
-        with pytest.raises(ValueError, match="has 2 decoder layers"):
+        with pytest.raises(ParamError, match=r"sft.train.heads_layer: this backbone has 2 decoder layers .* got 3"):
             model.predict_heads([rows[0].prompt_ids], [rows[0].user_start], tokenizer.pad_token_id)
         assert model.lm.config.num_hidden_layers == 2                        # the depth is restored
     finally:

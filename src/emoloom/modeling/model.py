@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from emoloom.core.config import option, validate
-from emoloom.core.errors import DataError, MissingInputError
+from emoloom.core.errors import DataError, MissingInputError, ParamError
 from emoloom.core.labels import LABELS, NUM_LABELS
 from emoloom.modeling.batching import common_prefix, left_pad, length_buckets, position_ids
 
@@ -83,13 +83,18 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
               cache=cache, use_cache=bool(p), output_hidden_states=True, logits_to_keep=logits_to_keep)
 
 
+def check_heads_layer(depth: int, layer: int) -> None:
+    """Refuse a heads layer (sft.train.heads_layer) that is not one of the backbone's `depth` decoder layers."""
+    if not 0 <= layer <= depth:
+        raise ParamError(f"sft.train.heads_layer: this backbone has {depth} decoder layers (0 = the last), got {layer}")
+
+
 @contextmanager
 def first_layers(lm: nn.Module, layer: int):
     """Run only the first `layer` decoder layers (then the final norm); 0 = all. HF decoders loop over
     `layers[:config.num_hidden_layers]`, so this costs `layer` / depth of a full forward."""
     depth = lm.config.num_hidden_layers
-    if not 0 <= layer <= depth:
-        raise ValueError(f"heads layer {layer}: this backbone has {depth} decoder layers (0 = the last)")
+    check_heads_layer(depth, layer)
     lm.config.num_hidden_layers = layer or depth
     try:
         yield

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from emoloom.core.device import autocast_dtype, resolve_device, seed_everything
 from emoloom.core.io import sha1_file
 from emoloom.core.stamp import config_hash
-from emoloom.modeling.model import EmoModel, LoraSettings
+from emoloom.modeling.model import EmoModel, LoraSettings, check_heads_layer
 from emoloom.modeling.verifier import AppraisalVerifier
 from emoloom.training.config import LossWeights, RunPaths, SFTConfig
 from emoloom.training.dev_eval import dev_evaluation
@@ -277,7 +277,7 @@ class Run:
 def start_run(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPaths, mixture: dict[str, float],
               lexicon, run_name: str) -> Run:
     """Check everything, then build the data, model, optimizer and sampler (this order fixes the random draws)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     check_inputs(paths, run_name)
     device = resolve_device(cfg.device)
@@ -285,6 +285,7 @@ def start_run(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: R
     tokenizer = AutoTokenizer.from_pretrained(paths.backbone)
     verifier = load_verifier(paths, tokenizer, device)
     check_max_len(cfg, tokenizer)
+    check_heads_layer(AutoConfig.from_pretrained(paths.backbone).num_hidden_layers, cfg.heads_layer)
     run_hash = config_hash({"cfg": asdict(cfg), "loss": asdict(weights), "lora": asdict(lora), "mix": mixture,
                             "train": sha1_file(paths.train), "backbone": tokenizer.name_or_path})
 
