@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/bench_training.py [--threads 2] [--steps 4] [--mixture 20_80]
 Needs `dvc repro mix backbone train_verifier`. Each configuration runs the real loss terms (emoloom.training.objective)
 on the same seeded examples of the mixture: one warm-up step, then --steps timed optimizer steps of 16 examples.
-Prints examples/s and computed tokens/s per configuration.
+Prints examples/s and computed tokens/s per configuration. benchmarks/bench_cuda.py runs `measure` on a GPU.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,27 +45,57 @@ CONFIGS = {   # name -> (SFTConfig changes, LoRA last_layers)
 }
 
 
-def measure(cfg: SFTConfig, lora: LoraSettings, examples, tokenizer, verifier, tables, steps: int) -> dict:
+def load_examples(backbone: Path, train: Path, verifier: Path, raw: Path, n: int, cfg: SFTConfig):
+    """(tokenizer, verifier, lexical token tables, n seeded examples of a mixture's train file) for `measure`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    lexicon = load_lexicon("nrc_vad", raw)
+    frozen = AppraisalVerifier.load(verifier, tokenizer).requires_grad_(False)
+    rows = random.Random(0).sample(list(read_jsonl(train)), n)
+    antonyms = load_antonyms(raw / "antonyms/wordnet30_antonym_pairs.tsv", lexicon)
+    examples = build_examples(rows, tokenizer, cfg, antonyms, random.Random(0))
+    ids, vad = lexical_tokens(tokenizer, lexicon)
+    return tokenizer, frozen, (torch.tensor(ids), vad), examples
+
+
+def measure(cfg: SFTConfig, lora: LoraSettings, examples, tokenizer, verifier, tables, steps: int,
+            backbone: Path = REPO / "data/backbone", device: torch.device = torch.device("cpu"),
+            amp: torch.dtype | None = None, per_step: int = EXAMPLES_PER_STEP) -> dict:
+    """examples/s, tokens/s and s/step over `steps` timed optimizer steps of `per_step` examples after one warm-up;
+    on CUDA also the peak memory the steps allocated (GiB) and what was allocated before them (model, optimizer)."""
     torch.manual_seed(0)
-    model = build_model(REPO / "data/backbone", cfg, lora, torch.device("cpu"))
+    model = build_model(backbone, cfg, lora, device)
     model.train()
     optimizer = make_optimizer(model, cfg)
     weights = LossWeights()
-    seconds, tokens = [], 0
+    verifier, tables = verifier.to(device), (tables[0].to(device), tables[1].to(device))
+    cuda = device.type == "cuda"
+    seconds, tokens, memory = [], 0, {}
     for step in range(steps + 1):
+        if cuda and step == 1:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            memory["before GiB"] = torch.cuda.memory_allocated() / 2**30
         start = time.perf_counter()
-        chunk = examples[step * EXAMPLES_PER_STEP:(step + 1) * EXAMPLES_PER_STEP]
+        chunk = examples[step * per_step:(step + 1) * per_step]
         for i in range(0, len(chunk), cfg.micro_batch):
             batch = collate(chunk[i:i + cfg.micro_batch], tokenizer.pad_token_id, share_prefix=cfg.share_prefix)
-            terms, _ = step_losses(model, batch, verifier, *tables, weights)
+            with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
+                terms, _ = step_losses(model, batch.to(device), verifier, *tables, weights)
             (weights.combine(terms) * len(batch.sources) / len(chunk)).backward()
             tokens += batch.n_tokens if step else 0
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         if step:
             seconds.append(time.perf_counter() - start)
     total = sum(seconds)
-    return {"examples/s": steps * EXAMPLES_PER_STEP / total, "tokens/s": tokens / total, "s/step": total / steps}
+    if cuda:
+        memory["peak GiB"] = torch.cuda.max_memory_allocated() / 2**30
+    return {"examples/s": steps * per_step / total, "tokens/s": tokens / total, "s/step": total / steps,
+            **memory}
 
 
 def main() -> None:
@@ -75,19 +106,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(REPO / "data/backbone")
-    lexicon = load_lexicon("nrc_vad", REPO.parent / "shared/data")
-    verifier = AppraisalVerifier.load(REPO / "data/verifier/verifier.pt", tokenizer).requires_grad_(False)
-    rows = list(read_jsonl(REPO / f"data/mix/{args.mixture}/train.jsonl"))
-    rows = random.Random(0).sample(rows, EXAMPLES_PER_STEP * (args.steps + 1))
     base = SFTConfig(precision="fp32", device="cpu")
-    examples = build_examples(rows, tokenizer, base, load_antonyms(REPO.parent / "shared/data/antonyms/"
-                                                                   "wordnet30_antonym_pairs.tsv", lexicon),
-                              random.Random(0))
-    ids, vad = lexical_tokens(tokenizer, lexicon)
-    tables = (torch.tensor(ids), vad)
+    tokenizer, verifier, tables, examples = load_examples(
+        REPO / "data/backbone", REPO / f"data/mix/{args.mixture}/train.jsonl", REPO / "data/verifier/verifier.pt",
+        REPO.parent / "shared/data", EXAMPLES_PER_STEP * (args.steps + 1), base)
     out = []
     for name, (changes, last) in CONFIGS.items():
         if args.only and name not in args.only:

@@ -100,7 +100,8 @@ class EmotionModel:
         prompts = {i: fit_prompt({"text": r.text, "context": "\n".join(r.context)}, self.tokenizer, cfg.max_len,
                                  cfg.max_new_tokens) for i, r in enumerate(chunk) if r.error is None}
         live = [i for i, p in prompts.items() if p is not None]
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
+        device = next(self.model.parameters()).device          # CPU autocast would leave CUDA tensors in fp32
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
         gens, heads = {}, {}
         with amp, torch.no_grad():
             if live and mode != "heads":

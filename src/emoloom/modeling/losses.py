@@ -54,8 +54,10 @@ def vad_loss(v_text: torch.Tensor, target: torch.Tensor, lexical_mass: torch.Ten
 
 
 def app_loss(scores: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L_app = 1/M sum_m BCE(s_m, s~_m), over the atoms the gold labels determine (mask = 1)."""
-    bce = F.binary_cross_entropy(scores.float().clamp(EPS, 1 - EPS), prototypes.float(), reduction="none")
+    """L_app = 1/M sum_m BCE(s_m, s~_m), over the atoms the gold labels determine (mask = 1). Computed in fp32
+    outside autocast: CUDA autocast refuses BCE on probabilities (the verifier gives scores, not logits)."""
+    with torch.autocast(scores.device.type, enabled=False):
+        bce = F.binary_cross_entropy(scores.float().clamp(EPS, 1 - EPS), prototypes.float(), reduction="none")
     return (bce * mask).sum() / mask.sum().clamp_min(1.0)
 
 
