@@ -15,7 +15,7 @@ The loop runs ~1 s a step on an H200 (docs/training.md, "Measured on a GPU"), so
 
 1. Training throughput: `bench_training.measure` (all six loss terms) in bf16 autocast and in fp32 (TF32), micro-
    batches of 16 to 128 examples; examples/s, tokens/s, peak memory.
-2. Where one step's time goes: torch.profiler's top operators by CPU and by GPU time (micro-batch 16, bf16).
+2. Where a step's time goes: torch.profiler's top operators by CPU and by GPU time (micro-batch 16, bf16).
 3. The SFT loop (`emoloom.training.loop.train`) end to end on CUDA with the longer recipe's settings (dev passes of 64
    rows, the heads' refit on 6,144 prompts, the export) for --loop-steps steps, timed.
 4. OOM self-healing on a real out-of-memory: a ballast tensor fills the GPU but for room for a micro-batch of 16; the
@@ -120,7 +120,8 @@ def part_throughput(backbone: Path, pack_dir: Path, device: torch.device, steps:
 
 
 def part_profile(backbone: Path, pack_dir: Path, device: torch.device) -> str:
-    """Where one recipe step's time goes (micro 16, bf16): torch.profiler's top operators by CPU and by GPU time."""
+    """Where a step's time goes: torch.profiler's top operators by CPU and by GPU time over one micro-batch-16 bf16
+    step, its warm-up step, the examples' encoding and the model's load."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
