@@ -38,6 +38,7 @@ CONFIGS = {   # name -> (SFTConfig changes, LoRA last_layers)
     "plain forward, micro 4, LoRA last 8": (dict(share_prefix=False, micro_batch=4), 8),
     "shared prefix, micro 4, LoRA last 8": (dict(micro_batch=4), 8),
     "shared prefix, micro 8, LoRA last 8": (dict(micro_batch=8), 8),
+    "shared prefix, micro 8, LoRA last 8, heads on layer 14": (dict(micro_batch=8, heads_layer=14), 8),
     "shared prefix, micro 16, LoRA last 8": (dict(micro_batch=16), 8),
     "shared prefix, micro 8, LoRA last 16": (dict(micro_batch=8), 16),
     "shared prefix, micro 8, LoRA all 30": (dict(micro_batch=8), 0),

@@ -1,5 +1,6 @@
 """SFT batches: the shared-prefix forward gives the plain forward's losses and gradients; the pooled user turn; a
-middle-layer read-out gives training and heads mode the same features."""
+middle-layer read-out gives training and heads mode the same features; the Valence-Flip twins stopped at the heads'
+layer give the full forward's outputs and gradients."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from conftest import TINY_CFG, TINY_LORA
 from emoloom.core.errors import ParamError
 from emoloom.core.io import read_jsonl
 from emoloom.data.flip import load_antonyms
+from emoloom.modeling.model import layer_output, lm_forward, masked_mean
 from emoloom.modeling.token_lexicon import lexical_tokens
 from emoloom.modeling.verifier import AppraisalVerifier
 from emoloom.training.config import LOSS_TERMS
@@ -145,3 +147,46 @@ def test_heads_at_a_middle_layer_read_in_training_what_heads_mode_reads(parts):
         assert model.lm.config.num_hidden_layers == 2                        # the depth is restored
     finally:
         model.heads.layer = 0
+
+
+def test_twins_stopped_at_the_heads_layer_give_the_full_forwards_outputs_and_gradients(parts):
+    """With the heads on layer 1 of 2, the Valence-Flip twins (rows past `logit_rows`) run one layer in a forward of
+    their own, narrower than the batch; outputs and gradients (LoRA on both layers, heads) match every row through the
+    whole depth, and the last layer sees only the example rows."""
+    model, tokenizer, _, examples, _, _ = parts
+    chosen = [e for e in examples if e.flipped_prompt_ids][:3] + [e for e in examples if not e.flipped_prompt_ids][:1]
+    batch = collate(chosen, tokenizer.pad_token_id)
+    b, k = batch.n_examples, batch.answer_len + 1
+    assert batch.input_ids.size(0) == b + 3 and not batch.attention_mask[b:, 0].any()    # twins are left-padded
+    seen = []
+    hook = model.lm.get_decoder().layers[-1].register_forward_hook(lambda m, args, out: seen.append(args[0].size(0)))
+    torch.manual_seed(1)
+    w_logits = torch.randn(b, k, model.lm.config.vocab_size)          # a random linear read-out of every output
+    w_labels, w_vad = torch.randn(b + 3, 28), torch.randn(b + 3, 3)
+
+    def outputs_and_grads(forward):
+        model.zero_grad(set_to_none=True)
+        logits, labels, vad = forward()
+        ((logits * w_logits).sum() + (labels * w_labels).sum() + (vad * w_vad).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return (logits.detach(), labels.detach(), vad.detach()), grads
+
+    def full_depth():
+        out = lm_forward(model.lm, batch.input_ids, batch.attention_mask, batch.prefix_ids)
+        logits = model.lm.get_output_embeddings()(out.hidden_states[-1][:b, -k:])
+        return (logits, *model.heads(masked_mean(layer_output(model.lm, out.hidden_states, 1), batch.pool_mask)))
+
+    try:
+        model.heads.layer = 1
+        split, grad_s = outputs_and_grads(lambda: model(batch.input_ids, batch.attention_mask, batch.pool_mask, k,
+                                                        batch.prefix_ids, logit_rows=b))
+        assert seen == [1, b]                                # the prefix, then the example rows only
+        full, grad_f = outputs_and_grads(full_depth)
+    finally:
+        model.heads.layer = 0
+        hook.remove()
+    for a, c in zip(split, full):
+        assert torch.allclose(a, c, atol=1e-5)
+    assert set(grad_s) == set(grad_f) and any("lora" in n and ".layers.0." in n for n in grad_s)
+    for name in grad_f:
+        assert torch.allclose(grad_s[name], grad_f[name], rtol=1e-4, atol=1e-6), name

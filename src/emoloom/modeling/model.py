@@ -15,7 +15,7 @@ from torch import nn
 from emoloom.core.config import option, validate
 from emoloom.core.errors import DataError, MissingInputError, ParamError
 from emoloom.core.labels import LABELS, NUM_LABELS
-from emoloom.modeling.batching import common_prefix, left_pad, length_buckets, position_ids
+from emoloom.modeling.batching import common_prefix, drop_pad_columns, left_pad, length_buckets, position_ids
 
 
 @dataclass
@@ -147,12 +147,21 @@ class EmoModel(nn.Module):
                 logit_rows: int | None = None):
         """(LM logits of the last `logits_to_keep` positions of the first `logit_rows` rows (all by default), label
         logits, VAD in [0,1]) of rows after a shared prefix (`lm_forward`); the heads read the hidden states pooled over
-        `pool_mask`. Rows past `logit_rows` (e.g. Valence-Flip twins) only feed the heads."""
-        out = lm_forward(self.lm, input_ids, attention_mask, prefix_ids, logits_to_keep=1)
+        `pool_mask`. Rows past `logit_rows` (e.g. Valence-Flip twins) only feed the heads: with the heads below the
+        last layer they run only up to the heads' layer (the same outputs and gradients, tests/test_sft_data.py)."""
+        n, layer = input_ids.size(0) if logit_rows is None else logit_rows, self.heads.layer
+        split = bool(layer) and n < input_ids.size(0)       # heads-only rows: a forward of their own, to `layer`
+        mask, ids, pool = drop_pad_columns(attention_mask[:n] if split else attention_mask, input_ids, pool_mask)
+        out = lm_forward(self.lm, ids, mask, prefix_ids)
         hidden = out.hidden_states[-1]                          # after the final norm: what the LM head reads
-        logits = self.lm.get_output_embeddings()(hidden[:logit_rows, -logits_to_keep:])
-        pooled = masked_mean(layer_output(self.lm, out.hidden_states, self.heads.layer), pool_mask).float()
-        label_logits, vad = self.heads(pooled)
+        logits = self.lm.get_output_embeddings()(hidden[:n, -logits_to_keep:])
+        pooled = masked_mean(layer_output(self.lm, out.hidden_states, layer), pool)
+        if split:
+            mask, ids, pool = drop_pad_columns(attention_mask[n:], input_ids[n:], pool_mask[n:])
+            with first_layers(self.lm, layer):
+                pooled = torch.cat([pooled, masked_mean(lm_forward(self.lm, ids, mask, prefix_ids).hidden_states[-1],
+                                                        pool)])
+        label_logits, vad = self.heads(pooled.float())
         return EmoOutput(logits, label_logits, vad)
 
     @torch.no_grad()
