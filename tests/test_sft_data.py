@@ -13,6 +13,7 @@ from conftest import TINY_CFG, TINY_LORA
 
 from emoloom.core.errors import ParamError
 from emoloom.core.io import read_jsonl
+from emoloom.core.labels import NUM_LABELS
 from emoloom.data.flip import load_antonyms
 from emoloom.modeling.model import layer_output, lm_forward, masked_mean
 from emoloom.modeling.token_lexicon import lexical_tokens
@@ -162,7 +163,7 @@ def test_twins_stopped_at_the_heads_layer_give_the_full_forwards_outputs_and_gra
     hook = model.lm.get_decoder().layers[-1].register_forward_hook(lambda m, args, out: seen.append(args[0].size(0)))
     torch.manual_seed(1)
     w_logits = torch.randn(b, k, model.lm.config.vocab_size)          # a random linear read-out of every output
-    w_labels, w_vad = torch.randn(b + 3, 28), torch.randn(b + 3, 3)
+    w_labels, w_vad = torch.randn(b + 3, NUM_LABELS), torch.randn(b + 3, 3)
 
     def outputs_and_grads(forward):
         model.zero_grad(set_to_none=True)

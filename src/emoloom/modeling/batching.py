@@ -22,10 +22,10 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 def drop_pad_columns(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(mask, *tensors) of the rows of `mask` without the leading columns that are padding in every one of them: a
-    subset of a left-padded batch's rows, as narrow as its longest row. `tensors` may hold more rows than `mask`."""
+    """(mask, *tensors) without the leading columns that are padding in every row: some rows of a left-padded batch,
+    as narrow as the longest of them."""
     k = int(mask.any(0).int().argmax())
-    return (mask[:, k:], *(t[:len(mask), k:] for t in tensors))
+    return tuple(t[:, k:] for t in (mask, *tensors))
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:

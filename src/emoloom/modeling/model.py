@@ -151,7 +151,8 @@ class EmoModel(nn.Module):
         last layer they run only up to the heads' layer (the same outputs and gradients, tests/test_sft_data.py)."""
         n, layer = input_ids.size(0) if logit_rows is None else logit_rows, self.heads.layer
         split = bool(layer) and n < input_ids.size(0)       # heads-only rows: a forward of their own, to `layer`
-        mask, ids, pool = drop_pad_columns(attention_mask[:n] if split else attention_mask, input_ids, pool_mask)
+        rows = slice(0, n if split else None)
+        mask, ids, pool = drop_pad_columns(attention_mask[rows], input_ids[rows], pool_mask[rows])
         out = lm_forward(self.lm, ids, mask, prefix_ids)
         hidden = out.hidden_states[-1]                          # after the final norm: what the LM head reads
         logits = self.lm.get_output_embeddings()(hidden[:n, -logits_to_keep:])
