@@ -14,7 +14,8 @@ from emoloom.evaluation.calibration import measure_logit_gap
 from emoloom.evaluation.decoding import DEFAULT_BOUNDS, certifying_forward, decode, reference_logits
 from emoloom.evaluation.heads import heads_mode
 from emoloom.modeling.backbones import load_backbone
-from emoloom.modeling.model import EmoModel, Heads
+from emoloom.modeling.batching import common_prefix, left_pad, length_buckets
+from emoloom.modeling.model import EmoModel, Heads, first_layers, lm_forward, masked_mean, prompt_features
 from emoloom.training.dev_eval import greedy_decode
 
 NEW = 12                    # new-token budget: keeps the quadratic reference loop affordable
@@ -175,6 +176,34 @@ def test_heads_mode_with_a_shared_prefix_matches_the_plain_forward(smollm, promp
     assert torch.allclose(vad, plain_vad.flip(0), atol=1e-5)
     starts = [user_turn_start(tokenizer, p) for p in prompts]
     assert all(100 < s < len(p) for s, p in zip(starts, prompts))     # after the shared system text
+
+
+@pytest.mark.slow
+def test_prompt_features_run_the_shared_prefix_once_for_every_batch(smollm, prompts):
+    """The system prompt's KV cache is computed once and every batch attends to a copy of it: the features are
+    bit-identical to running the prefix again in each batch, and a batch-1 forward (the prefix) happens once."""
+    lm, tokenizer = smollm
+    prompts = prompts[:4]                                 # one system prompt (the fifth carries context rows)
+    starts = [user_turn_start(tokenizer, p) for p in prompts]
+    seen = []
+    hook = lm.get_decoder().layers[0].register_forward_hook(lambda m, args, out: seen.append(args[0].size(0)))
+    try:
+        shared = prompt_features(lm, prompts, starts, tokenizer.pad_token_id or 0, batch_size=2, layer=14)
+    finally:
+        hook.remove()
+    assert seen == [1, 2, 2]                              # the prefix, then two batches of 2
+    per_batch = torch.zeros_like(shared)                  # the prefix run again in each batch, as before
+    with torch.no_grad(), first_layers(lm, 14):
+        for rows in length_buckets(prompts, 2):
+            chunk = [prompts[i] for i in rows]
+            p = common_prefix(chunk, limit=min(starts[i] for i in rows))
+            ids, mask = left_pad([r[p:] for r in chunk], tokenizer.pad_token_id or 0)
+            pool = torch.zeros_like(mask)
+            for k, i in enumerate(rows):
+                pool[k, mask.size(1) - (len(prompts[i]) - starts[i]):] = 1
+            out = lm_forward(lm, ids, mask, torch.tensor(chunk[0][:p]))
+            per_batch[rows] = masked_mean(out.hidden_states[-1].float(), pool)
+    assert torch.equal(shared, per_batch)
 
 
 def test_bad_arguments_are_refused(smollm):

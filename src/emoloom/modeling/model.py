@@ -3,6 +3,7 @@ state. The heads give L_cls, L_reg, v(x) for L_flip, and the fast "heads" infere
 
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,22 +66,29 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
+def prefix_cache(lm: nn.Module, prefix_ids: torch.Tensor, device: torch.device):
+    """The KV cache (batch 1) of `prefix_ids` run through `lm`: what `lm_forward` attends its rows to."""
+    ones = torch.ones(1, prefix_ids.numel(), dtype=torch.long, device=device)
+    return lm(input_ids=prefix_ids[None].to(device), attention_mask=ones, position_ids=position_ids(ones),
+              use_cache=True, logits_to_keep=1).cache
+
+
 def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               prefix_ids: torch.Tensor | None = None, logits_to_keep: int = 1):
+               prefix_ids: torch.Tensor | None = None, logits_to_keep: int = 1, cache=None):
     """The LM over left-padded rows that all begin with `prefix_ids`: the prefix runs once (batch 1) and every row
     attends to its KV cache, so a batch costs P + its rows' own tokens instead of rows x (P + own). With no prefix
     this is the plain forward. Gradients flow through the shared prefix as through per-row copies (the same losses
-    and gradients, tests/test_sft_data.py). Returns the LM output (logits of the last positions, hidden states)."""
+    and gradients, tests/test_sft_data.py). `cache`: the prefix's `prefix_cache`, computed earlier by the same weights
+    (left as it is); without it the prefix runs here. Returns the LM output (logits of the last positions, hidden
+    states)."""
     p = 0 if prefix_ids is None else prefix_ids.numel()
-    cache = None
     if p:
-        ones = torch.ones(1, p, dtype=attention_mask.dtype, device=attention_mask.device)
-        cache = lm(input_ids=prefix_ids[None].to(input_ids.device), attention_mask=ones, position_ids=position_ids(ones),
-                   use_cache=True, logits_to_keep=1).cache
+        cache = copy.deepcopy(cache) if cache is not None else prefix_cache(lm, prefix_ids, input_ids.device)
         cache.batch_repeat_interleave(input_ids.size(0))
-        attention_mask = torch.cat([ones.expand(input_ids.size(0), p), attention_mask], 1)
+        ones = torch.ones(input_ids.size(0), p, dtype=attention_mask.dtype, device=attention_mask.device)
+        attention_mask = torch.cat([ones, attention_mask], 1)
     return lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)[:, p:],
-              cache=cache, use_cache=bool(p), output_hidden_states=True, logits_to_keep=logits_to_keep)
+              cache=cache if p else None, use_cache=bool(p), output_hidden_states=True, logits_to_keep=logits_to_keep)
 
 
 def check_heads_layer(depth: int, layer: int) -> None:
@@ -115,8 +123,10 @@ def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], 
                     share_prefix: bool = True, layer: int = 0) -> torch.Tensor:
     """(N, hidden) fp32: each prompt's mean hidden state over its user turn (from `starts`) at the output of decoder
     layer `layer` through the final norm (0: the last), `lm` as it is now; what the heads read. The forward stops at
-    that layer. Prompts run in batches of similar length, each batch's shared prefix once."""
+    that layer. Prompts run in batches of similar length; their shared prefix runs once and every batch attends to it.
+    The features equal those of the plain forward of each whole prompt (up to rounding, tests/test_decoding.py)."""
     feats: list[torch.Tensor | None] = [None] * len(prompts)
+    cached: tuple[tuple[int, ...], object] = ((), None)      # the last prefix and its KV cache: batches share it
     with first_layers(lm, layer):
         for rows in length_buckets(prompts, batch_size):
             chunk, own = [prompts[i] for i in rows], [starts[i] for i in rows]
@@ -126,7 +136,9 @@ def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], 
             for k, (row, start) in enumerate(zip(chunk, own)):
                 pool[k, mask.size(1) - (len(row) - start):] = 1
             prefix = torch.tensor(chunk[0][:p], dtype=torch.long)
-            out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), prefix)
+            if p and cached[0] != tuple(chunk[0][:p]):
+                cached = (tuple(chunk[0][:p]), prefix_cache(lm, prefix, lm.device))
+            out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), prefix, cache=cached[1] if p else None)
             for k, pooled in zip(rows, masked_mean(out.hidden_states[-1].float(), pool.to(lm.device)).cpu()):
                 feats[k] = pooled
     return torch.stack(feats) if prompts else torch.empty(0, lm.config.hidden_size)
