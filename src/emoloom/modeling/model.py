@@ -16,7 +16,14 @@ from torch import nn
 from emoloom.core.config import option, validate
 from emoloom.core.errors import DataError, MissingInputError, ParamError
 from emoloom.core.labels import LABELS, NUM_LABELS
-from emoloom.modeling.batching import common_prefix, drop_pad_columns, left_pad, length_buckets, position_ids
+from emoloom.modeling.batching import (
+    common_prefix,
+    drop_pad_columns,
+    left_pad,
+    length_buckets,
+    position_ids,
+    prefix_forward,
+)
 
 
 @dataclass
@@ -66,24 +73,17 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-def prefix_cache(lm: nn.Module, prefix_ids: torch.Tensor, device: torch.device):
-    """The KV cache (batch 1) of `prefix_ids` run through `lm`: what `lm_forward` attends its rows to."""
-    ones = torch.ones(1, prefix_ids.numel(), dtype=torch.long, device=device)
-    return lm(input_ids=prefix_ids[None].to(device), attention_mask=ones, position_ids=position_ids(ones),
-              use_cache=True, logits_to_keep=1).cache
-
-
 def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                prefix_ids: torch.Tensor | None = None, logits_to_keep: int = 1, cache=None):
     """The LM over left-padded rows that all begin with `prefix_ids`: the prefix runs once (batch 1) and every row
     attends to its KV cache, so a batch costs P + its rows' own tokens instead of rows x (P + own). With no prefix
     this is the plain forward. Gradients flow through the shared prefix as through per-row copies (the same losses
-    and gradients, tests/test_sft_data.py). `cache`: the prefix's `prefix_cache`, computed earlier by the same weights
-    (left as it is); without it the prefix runs here. Returns the LM output (logits of the last positions, hidden
-    states)."""
+    and gradients, tests/test_sft_data.py). `cache`: the prefix's `batching.prefix_forward`, computed earlier by the
+    same weights (left as it is); without it the prefix runs here. Returns the LM output (logits of the last
+    positions, hidden states)."""
     p = 0 if prefix_ids is None else prefix_ids.numel()
     if p:
-        cache = copy.deepcopy(cache) if cache is not None else prefix_cache(lm, prefix_ids, input_ids.device)
+        cache = copy.deepcopy(cache) if cache is not None else prefix_forward(lm, prefix_ids.tolist())
         cache.batch_repeat_interleave(input_ids.size(0))
         ones = torch.ones(input_ids.size(0), p, dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], 1)
@@ -135,10 +135,11 @@ def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], 
             pool = torch.zeros_like(mask)
             for k, (row, start) in enumerate(zip(chunk, own)):
                 pool[k, mask.size(1) - (len(row) - start):] = 1
-            prefix = torch.tensor(chunk[0][:p], dtype=torch.long)
-            if p and cached[0] != tuple(chunk[0][:p]):
-                cached = (tuple(chunk[0][:p]), prefix_cache(lm, prefix, lm.device))
-            out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), prefix, cache=cached[1] if p else None)
+            prefix = tuple(chunk[0][:p])
+            if p and prefix != cached[0]:
+                cached = (prefix, prefix_forward(lm, list(prefix)))
+            out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), torch.tensor(prefix, dtype=torch.long),
+                             cache=cached[1])
             for k, pooled in zip(rows, masked_mean(out.hidden_states[-1].float(), pool.to(lm.device)).cpu()):
                 feats[k] = pooled
     return torch.stack(feats) if prompts else torch.empty(0, lm.config.hidden_size)
