@@ -26,6 +26,7 @@ from emoloom.core.tables import markdown_table  # noqa: E402
 from emoloom.data.flip import load_antonyms  # noqa: E402
 from emoloom.data.lexicon import load_lexicon  # noqa: E402
 from emoloom.modeling.model import LoraSettings  # noqa: E402
+from emoloom.modeling.prefix_kv import PrefixKV  # noqa: E402
 from emoloom.modeling.token_lexicon import lexical_tokens  # noqa: E402
 from emoloom.modeling.verifier import AppraisalVerifier  # noqa: E402
 from emoloom.training.config import LossWeights, SFTConfig  # noqa: E402
@@ -34,8 +35,12 @@ from emoloom.training.setup import build_examples, build_model, make_optimizer  
 from emoloom.training.sft_data import collate  # noqa: E402
 
 EXAMPLES_PER_STEP = 16
+WHOLE_PREFIX = "whole prefix per step"      # a name with this: the prefix's frozen layers are not kept between steps
 CONFIGS = {   # name -> (SFTConfig changes, LoRA last_layers)
     "plain forward, micro 4, LoRA last 8": (dict(share_prefix=False, micro_batch=4), 8),
+    f"shared prefix, micro 4, LoRA last 8, heads on layer 14, {WHOLE_PREFIX}": (dict(micro_batch=4, heads_layer=14), 8),
+    "shared prefix, micro 4, LoRA last 8, heads on layer 14": (dict(micro_batch=4, heads_layer=14), 8),
+    "shared prefix, micro 2, LoRA last 8, heads on layer 14": (dict(micro_batch=2, heads_layer=14), 8),
     "shared prefix, micro 4, LoRA last 8": (dict(micro_batch=4), 8),
     "shared prefix, micro 8, LoRA last 8": (dict(micro_batch=8), 8),
     "shared prefix, micro 8, LoRA last 8, heads on layer 14": (dict(micro_batch=8, heads_layer=14), 8),
@@ -62,11 +67,13 @@ def load_examples(backbone: Path, train: Path, verifier: Path, raw: Path, n: int
 
 def measure(cfg: SFTConfig, lora: LoraSettings, examples, tokenizer, verifier, tables, steps: int,
             backbone: Path = REPO / "data/backbone", device: torch.device = torch.device("cpu"),
-            amp: torch.dtype | None = None, per_step: int = EXAMPLES_PER_STEP) -> dict:
+            amp: torch.dtype | None = None, per_step: int = EXAMPLES_PER_STEP, keep_prefix: bool = True) -> dict:
     """examples/s, tokens/s and s/step over `steps` timed optimizer steps of `per_step` examples after one warm-up;
-    on CUDA also the peak memory the steps allocated (GiB) and what was allocated before them (model, optimizer)."""
+    on CUDA also the peak memory the steps allocated (GiB) and what was allocated before them (model, optimizer).
+    `keep_prefix` False: the shared prefix runs through every layer at every step (`PrefixKV(keep=False)`)."""
     torch.manual_seed(0)
     model = build_model(backbone, cfg, lora, device)
+    model.prefix_kv = PrefixKV(keep=keep_prefix)
     model.train()
     optimizer = make_optimizer(model, cfg)
     weights = LossWeights()
@@ -116,7 +123,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         res = measure(replace(base, **changes), LoraSettings(last_layers=last), examples, tokenizer, verifier, tables,
-                      args.steps)
+                      args.steps, keep_prefix=WHOLE_PREFIX not in name)
         out.append({"configuration": name, **{k: f"{v:.2f}" if k != "tokens/s" else f"{v:.0f}" for k, v in res.items()}})
         print(out[-1], flush=True)
     print(f"\n{args.threads} torch threads, {EXAMPLES_PER_STEP} examples per step, {args.steps} timed steps, fp32, "

@@ -1,6 +1,6 @@
-"""SFT batches: the shared-prefix forward gives the plain forward's losses and gradients; the pooled user turn; a
-middle-layer read-out gives training and heads mode the same features; the Valence-Flip twins stopped at the heads'
-layer give the full forward's outputs and gradients."""
+"""SFT batches: the shared-prefix forward gives the plain forward's losses and gradients, and so does its frozen
+layers' part kept between steps; the pooled user turn; a middle-layer read-out gives training and heads mode the same
+features; the Valence-Flip twins stopped at the heads' layer give the full forward's outputs and gradients."""
 
 from __future__ import annotations
 
@@ -24,13 +24,12 @@ from emoloom.training.setup import build_examples, build_model
 from emoloom.training.sft_data import collate
 
 
-@pytest.fixture(scope="module")
-def parts(tiny_run, nrc):
+def build_parts(tiny_run, nrc, lora=TINY_LORA):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_run / "backbone")
     torch.manual_seed(0)
-    model = build_model(tiny_run / "backbone", TINY_CFG, TINY_LORA, torch.device("cpu"))
+    model = build_model(tiny_run / "backbone", TINY_CFG, lora, torch.device("cpu"))
     for name, p in model.named_parameters():             # LoRA B starts at 0: make every path carry gradient
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)
@@ -41,6 +40,11 @@ def parts(tiny_run, nrc):
     ids, lexical_vad = lexical_tokens(tokenizer, nrc)
     table, lexical = torch.tensor(ids), lexical_vad
     return model.eval(), tokenizer, verifier, examples, table, lexical       # eval: no dropout, gradients still on
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_run, nrc):
+    return build_parts(tiny_run, nrc)
 
 
 def losses_and_grads(parts, batch) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -67,6 +71,50 @@ def test_the_shared_prefix_gives_the_plain_forwards_losses_and_gradients(parts):
     for name in grad_p:
         assert torch.allclose(grad_s[name], grad_p[name], rtol=1e-4, atol=1e-6), name
     assert any(g.abs().sum() > 0 for n, g in grad_s.items() if "lora_A" in n and ".layers.0." in n)   # through the prefix
+
+
+def test_the_prefix_frozen_layers_run_once_and_give_the_same_losses_and_gradients(tiny_run, nrc):
+    """LoRA on the last of 2 layers: layer 0 sees the system prompt once per model (the first step), layer 1 at every
+    step; every step's losses and gradients equal those of the prefix recomputed whole, with the twins (heads on
+    layer 1, below LoRA) and without them (heads on the last layer)."""
+    from emoloom.modeling.prefix_kv import PrefixKV, frozen_depth
+
+    parts = build_parts(tiny_run, nrc, replace(TINY_LORA, last_layers=1))
+    model, tokenizer, _, examples, _, _ = parts
+    assert frozen_depth(model.lm) == 1
+    twins = [e for e in examples if e.flipped_prompt_ids]
+    batches = [collate(twins[:2] + [e for e in examples if not e.flipped_prompt_ids][:2], tokenizer.pad_token_id),
+               collate(twins[2:5], tokenizer.pad_token_id)]
+    assert all(b.prefix_ids.numel() and b.flip_rows.numel() for b in batches)
+    layers = model.lm.get_decoder().layers
+    seen = {0: [], 1: []}                                                # input shapes, with the kept part only
+
+    def record(k, inputs):
+        if model.prefix_kv is kept:
+            seen[k].append(tuple(inputs[0].shape[:2]))
+
+    hooks = [layers[k].register_forward_pre_hook(lambda m, a, k=k: record(k, a)) for k in (0, 1)]
+    kept = model.prefix_kv
+    try:
+        for heads_layer in (1, 0):
+            model.heads.layer = heads_layer
+            for batch in batches:
+                model.prefix_kv = kept
+                loss_k, grad_k = losses_and_grads(parts, batch)
+                model.prefix_kv = PrefixKV(keep=False)                   # the prefix through every layer, per step
+                loss_w, grad_w = losses_and_grads(parts, batch)
+                assert loss_k == pytest.approx(loss_w, rel=1e-5, abs=1e-6)
+                assert set(grad_k) == set(grad_w) and any(".layers.1." in n and "lora_A" in n for n in grad_k)
+                for name in grad_w:
+                    assert torch.allclose(grad_k[name], grad_w[name], rtol=1e-4, atol=1e-6), name
+    finally:
+        model.prefix_kv, model.heads.layer = kept, 0
+        for hook in hooks:
+            hook.remove()
+    p = batches[0].prefix_ids.numel()
+    # layer 0 saw the prefix (1, P) once, in the first call's whole-prefix forward; layer 1 there and in all 4 calls
+    assert seen[0].count((1, p)) == 1 and seen[1].count((1, p)) == 1 + 4
+    assert model.lm.config.num_hidden_layers == 2 and len(layers) == 2     # layers_from restored the decoder
 
 
 def test_the_heads_pool_only_the_user_turn(parts):

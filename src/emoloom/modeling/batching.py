@@ -6,6 +6,8 @@ row is read at the same place), and position ids are counted from each row's fir
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -55,3 +57,12 @@ def prefix_forward(lm, prefix: list[int]):
     x = torch.tensor([prefix], dtype=torch.long, device=lm.device)
     mask = torch.ones_like(x)
     return lm(input_ids=x, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, logits_to_keep=1).cache
+
+
+def repeat_cache(cache, rows: int):
+    """A prefix's KV cache for `rows` rows that leaves `cache` as it is: new layer objects over repeated tensors (a
+    forward replaces a dynamic layer's tensors when it appends, never writes into them), gradients kept."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    out.batch_repeat_interleave(rows)
+    return out

@@ -3,7 +3,6 @@ state. The heads give L_cls, L_reg, v(x) for L_flip, and the fast "heads" infere
 
 from __future__ import annotations
 
-import copy
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,9 @@ from emoloom.modeling.batching import (
     length_buckets,
     position_ids,
     prefix_forward,
+    repeat_cache,
 )
+from emoloom.modeling.prefix_kv import PrefixKV
 
 
 @dataclass
@@ -78,13 +79,12 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     """The LM over left-padded rows that all begin with `prefix_ids`: the prefix runs once (batch 1) and every row
     attends to its KV cache, so a batch costs P + its rows' own tokens instead of rows x (P + own). With no prefix
     this is the plain forward. Gradients flow through the shared prefix as through per-row copies (the same losses
-    and gradients, tests/test_sft_data.py). `cache`: the prefix's `batching.prefix_forward`, computed earlier by the
-    same weights (left as it is); without it the prefix runs here. Returns the LM output (logits of the last
+    and gradients, tests/test_sft_data.py). `cache`: the prefix's KV cache, computed earlier by the same weights
+    (`batching.prefix_forward`, or `prefix_kv.PrefixKV` in training; left as it is); without it the prefix runs here. Returns the LM output (logits of the last
     positions, hidden states)."""
     p = 0 if prefix_ids is None else prefix_ids.numel()
     if p:
-        cache = copy.deepcopy(cache) if cache is not None else prefix_forward(lm, prefix_ids.tolist())
-        cache.batch_repeat_interleave(input_ids.size(0))
+        cache = repeat_cache(cache if cache is not None else prefix_forward(lm, prefix_ids.tolist()), input_ids.size(0))
         ones = torch.ones(input_ids.size(0), p, dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], 1)
     return lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)[:, p:],
@@ -155,26 +155,29 @@ class EmoModel(nn.Module):
     def __init__(self, lm: nn.Module, heads: Heads):
         super().__init__()
         self.lm, self.heads = lm, heads
+        self.prefix_kv = PrefixKV()         # the frozen layers' part of the prefix cache, kept between forwards
 
     def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1, prefix_ids=None,
                 logit_rows: int | None = None):
         """(LM logits of the last `logits_to_keep` positions of the first `logit_rows` rows (all by default), label
         logits, VAD in [0,1]) of rows after a shared prefix (`lm_forward`); the heads read the hidden states pooled over
         `pool_mask`. Rows past `logit_rows` (e.g. Valence-Flip twins) only feed the heads: with the heads below the
-        last layer they run only up to the heads' layer (the same outputs and gradients, tests/test_sft_data.py)."""
+        last layer they run only up to the heads' layer (the same outputs and gradients, tests/test_sft_data.py).
+        The prefix's frozen layers run once per model (`prefix_kv.PrefixKV`), its adapted layers once per call."""
         n, layer = input_ids.size(0) if logit_rows is None else logit_rows, self.heads.layer
         split = bool(layer) and n < input_ids.size(0)       # heads-only rows: a forward of their own, to `layer`
         rows = slice(0, n if split else None)
         mask, ids, pool = drop_pad_columns(attention_mask[rows], input_ids[rows], pool_mask[rows])
-        out = lm_forward(self.lm, ids, mask, prefix_ids)
+        cache = self.prefix_kv(self.lm, prefix_ids)
+        out = lm_forward(self.lm, ids, mask, prefix_ids, cache=cache)
         hidden = out.hidden_states[-1]                          # after the final norm: what the LM head reads
         logits = self.lm.get_output_embeddings()(hidden[:n, -logits_to_keep:])
         pooled = masked_mean(layer_output(self.lm, out.hidden_states, layer), pool)
         if split:
             mask, ids, pool = drop_pad_columns(attention_mask[n:], input_ids[n:], pool_mask[n:])
             with first_layers(self.lm, layer):
-                pooled = torch.cat([pooled, masked_mean(lm_forward(self.lm, ids, mask, prefix_ids).hidden_states[-1],
-                                                        pool)])
+                pooled = torch.cat([pooled, masked_mean(lm_forward(self.lm, ids, mask, prefix_ids,
+                                                                   cache=cache).hidden_states[-1], pool)])
         label_logits, vad = self.heads(pooled.float())
         return EmoOutput(logits, label_logits, vad)
 
