@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from emoloom.core.config import option, validate
 from emoloom.core.errors import DataError, MissingInputError, ParamError
@@ -80,8 +81,8 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     attends to its KV cache, so a batch costs P + its rows' own tokens instead of rows x (P + own). With no prefix
     this is the plain forward. Gradients flow through the shared prefix as through per-row copies (the same losses
     and gradients, tests/test_sft_data.py). `cache`: the prefix's KV cache, computed earlier by the same weights
-    (`batching.prefix_forward`, or `prefix_kv.PrefixKV` in training; left as it is); without it the prefix runs here. Returns the LM output (logits of the last
-    positions, hidden states)."""
+    (`batching.prefix_forward`, or `prefix_kv.PrefixKV` in training; left as it is); without it the prefix runs here.
+    Returns the LM output (logits of the last positions, hidden states)."""
     p = 0 if prefix_ids is None else prefix_ids.numel()
     if p:
         cache = repeat_cache(cache if cache is not None else prefix_forward(lm, prefix_ids.tolist()), input_ids.size(0))
@@ -128,7 +129,8 @@ def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], 
     feats: list[torch.Tensor | None] = [None] * len(prompts)
     cached: tuple[tuple[int, ...], object] = ((), None)      # the last prefix and its KV cache: batches share it
     with first_layers(lm, layer):
-        for rows in length_buckets(prompts, batch_size):
+        for rows in tqdm(length_buckets(prompts, batch_size), desc=f"features (layer {layer or 'last'})",
+                         unit="batch", leave=False):
             chunk, own = [prompts[i] for i in rows], [starts[i] for i in rows]
             p = common_prefix(chunk, limit=min(own)) if share_prefix else 0
             ids, mask = left_pad([r[p:] for r in chunk], pad_id)
