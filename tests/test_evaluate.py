@@ -17,7 +17,7 @@ from emoloom.evaluation.runner import EvalConfig
 from emoloom.evaluation.scoring import evaluate_file, major_version_drift
 from emoloom.training.config import LossWeights
 
-CFG = EvalConfig(max_new_tokens=6, decode_mode="cached", batch_size=4, max_len=512)
+CFG = EvalConfig(max_new_tokens=6, decode_mode="cached", batch_size=4, write_rows=8, max_len=512)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, mo
     monkeypatch.setattr(ev, "_decode", dying)
     with pytest.raises(KeyboardInterrupt):
         evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "killed", CFG)
-    assert len(lines(tmp_path / "killed/outputs.jsonl")) == 1 + CFG.batch_size
+    assert decoded == [CFG.write_rows] and len(lines(tmp_path / "killed/outputs.jsonl")) == 1 + CFG.write_rows
 
     def counting(model, tokenizer, prompts, cfg):
         decoded.append(len(prompts))
@@ -67,12 +67,33 @@ def test_a_killed_eval_resumes_without_redecoding(bundle, tiny_run, tmp_path, mo
 
     monkeypatch.setattr(ev, "_decode", counting)
     resumed = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "killed", CFG)
-    assert sum(decoded[1:]) == full["n_evaluated"] - CFG.batch_size
+    assert sum(decoded[1:]) == full["n_evaluated"] - CFG.write_rows
     assert resumed["metrics"] == full                # the metrics file of a resumed run is the uninterrupted one's
-    assert resumed["runtime"]["rows_decoded_this_run"] == full["n_evaluated"] - CFG.batch_size
+    assert resumed["runtime"]["rows_decoded_this_run"] == full["n_evaluated"] - CFG.write_rows
     # another decoding config is another fingerprint: the file starts afresh
     other = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "killed", replace(CFG, max_new_tokens=3))
     assert other["metrics"]["n_evaluated"] == full["n_evaluated"]
+
+
+def test_the_decoder_gets_write_rows_at_a_time_and_exact_outputs_do_not_depend_on_it(bundle, tiny_run, tmp_path,
+                                                                                      monkeypatch):
+    exact = replace(CFG, decode_mode="exact")
+    per_batch = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "per_batch",
+                              replace(exact, write_rows=exact.batch_size))["metrics"]
+    real, sizes = ev._decode, []
+
+    def counting(model, tokenizer, prompts, cfg):
+        sizes.append(len(prompts))
+        return real(model, tokenizer, prompts, cfg)
+
+    monkeypatch.setattr(ev, "_decode", counting)
+    grouped = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path / "grouped", exact)["metrics"]
+    n = grouped["n_evaluated"]
+    assert n > exact.write_rows and sizes[0] == exact.write_rows and sum(sizes) == n
+    strip = [{k: v for k, v in row.items() if k != "_fingerprint"}
+             for name in ("per_batch", "grouped") for row in lines(tmp_path / name / "outputs.jsonl")[1:]]
+    assert strip[:n] == strip[n:]                     # the same rows, in the same order, with the same answers
+    assert grouped["generated"] == per_batch["generated"]
 
 
 def test_a_torn_last_line_is_cut_before_resuming(bundle, tiny_run, tmp_path):
@@ -170,3 +191,8 @@ def test_a_bundle_loads_from_any_working_directory(tiny_run, nrc, tmp_path, monk
     shutil.copytree(tiny_run / "rel_run/model", moved)
     with pytest.raises(MissingInputError, match="its backbone .* is missing"):
         load_bundle(moved)
+
+
+def test_decoded_and_heads_only_rows_are_written_in_chunks_of_their_own_sizes():
+    todo = [({"id": i}, i < 5) for i in range(12)]
+    assert [(len(c), d) for c, d in ev._batches(todo, 2, 4)] == [(2, True), (2, True), (1, True), (4, False), (3, False)]
