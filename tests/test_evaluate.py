@@ -195,4 +195,5 @@ def test_a_bundle_loads_from_any_working_directory(tiny_run, nrc, tmp_path, monk
 
 def test_decoded_and_heads_only_rows_are_written_in_chunks_of_their_own_sizes():
     todo = [({"id": i}, i < 5) for i in range(12)]
-    assert [(len(c), d) for c, d in ev._batches(todo, 2, 4)] == [(2, True), (2, True), (1, True), (4, False), (3, False)]
+    chunks = [(len(c), d) for c, d in ev._batches(todo, 2, 4)]
+    assert chunks == [(2, True), (2, True), (1, True), (4, False), (3, False)]
