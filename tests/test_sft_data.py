@@ -173,6 +173,23 @@ def test_the_refit_sample_follows_the_mixture_and_its_seed():
     assert len(refit_sample(examples, {"goemotions": 1.0, "empathetic": 0.0}, 900, seed=11)) == 500   # what there is
 
 
+def test_the_refit_features_in_bf16_autocast_stay_fp32_and_close_to_the_fp32_ones(parts):
+    """The refit extracts its features in the run's precision (bf16 autocast where training runs in bf16): they come
+    back as fp32 vectors within bf16 rounding of the fp32 features, and differ from them (autocast took effect)."""
+    from emoloom.training.setup import example_features
+
+    model, tokenizer, _, examples, _, _ = parts
+    cfg = replace(TINY_CFG, eval_batch=4)
+    plain, labels, vad = example_features(model, examples[:6], cfg, tokenizer.pad_token_id)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, labels_low, vad_low = example_features(model, examples[:6], cfg, tokenizer.pad_token_id)
+    assert low.dtype == torch.float32 and low.shape == plain.shape
+    assert torch.equal(labels, labels_low) and torch.equal(vad, vad_low)
+    scale = plain.abs().max()
+    assert 0 < (low - plain).abs().max() < 0.05 * scale
+    assert torch.nn.functional.cosine_similarity(low, plain).min() > 0.99
+
+
 def test_heads_at_a_middle_layer_read_in_training_what_heads_mode_reads(parts):
     """With `heads_layer` k the training forward pools decoder layer k's output through the final norm; heads mode
     (the refit's and the evaluation's features) stops the forward at layer k and pools the same vectors."""

@@ -73,7 +73,8 @@ class SFTConfig:
                                  "last. Below LoRA's first adapted layer they read the frozen backbone, and heads "
                                  "mode runs only that many layers", ge=0)
     heads_refit_rows: int = option(0, "at export, refit the heads on the features the exported weights compute for N "
-                                      "seeded training prompts and tune a decision threshold per label (0: off)", ge=0)
+                                      "seeded training prompts (in the run's precision) and tune a decision threshold per "
+                                      "label (0: off)", ge=0)
     t0: float = option(1.0, "sampler temperature at step 0", gt=0)
     t1: float = option(0.1, "sampler temperature at the last step", gt=0)
     conf_alpha: float = option(0.9, "EMA factor of the sampler's confidence proxy", ge=0, le=1)

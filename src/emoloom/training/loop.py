@@ -239,7 +239,8 @@ class Run:
         prompts (emoloom.training.heads_fit)."""
         swap_weights(self.model, chosen)
         sample = refit_sample(self.data.examples, self.mixture, self.cfg.heads_refit_rows, self.cfg.seed)
-        features, labels, vad = example_features(self.model, sample, self.cfg, self.tokenizer.pad_token_id or 0)
+        with self.autocast():                    # the run's precision: bf16 where training runs in bf16
+            features, labels, vad = example_features(self.model, sample, self.cfg, self.tokenizer.pad_token_id or 0)
         summary = refit_heads(self.model.heads, features, labels, vad, self.cfg.seed)
         self.state.history.decide(self.state.step, "heads_refit", **summary)
         write_logs(self.plots, self.state.history)
