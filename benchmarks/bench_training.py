@@ -1,6 +1,6 @@
 """Training throughput of one SFT step, configurations side by side in one run (docs/training.md, "Levers").
 
-Usage: .venv/bin/python benchmarks/bench_training.py [--threads 2] [--steps 4] [--mixture 20_80]
+Usage: .venv/bin/python benchmarks/bench_training.py [--threads 2] [--steps 4] [--mixture 20_80] [--precision bf16]
 Needs `dvc repro mix backbone train_verifier`. Each configuration runs the real loss terms (emoloom.training.objective)
 on the same seeded examples of the mixture: one warm-up step, then --steps timed optimizer steps of 16 examples.
 Prints examples/s and computed tokens/s per configuration. benchmarks/bench_cuda.py runs `measure` on a GPU.
@@ -112,9 +112,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--mixture", default="20_80")
     parser.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, as training "
+                        "does on CUDA and on CPUs with bf16 instructions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = SFTConfig(precision="fp32", device="cpu")
+    amp = torch.bfloat16 if args.precision == "bf16" else None
+    base = SFTConfig(precision=args.precision, device="cpu")
     tokenizer, verifier, tables, examples = load_examples(
         REPO / "data/backbone", REPO / f"data/mix/{args.mixture}/train.jsonl", REPO / "data/verifier/verifier.pt",
         REPO.parent / "shared/data", EXAMPLES_PER_STEP * (args.steps + 1), base)
@@ -123,11 +126,11 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         res = measure(replace(base, **changes), LoraSettings(last_layers=last), examples, tokenizer, verifier, tables,
-                      args.steps, keep_prefix=WHOLE_PREFIX not in name)
+                      args.steps, amp=amp, keep_prefix=WHOLE_PREFIX not in name)
         out.append({"configuration": name, **{k: f"{v:.2f}" if k != "tokens/s" else f"{v:.0f}" for k, v in res.items()}})
         print(out[-1], flush=True)
-    print(f"\n{args.threads} torch threads, {EXAMPLES_PER_STEP} examples per step, {args.steps} timed steps, fp32, "
-          f"all six loss terms, mixture {args.mixture}\n")
+    print(f"\n{args.threads} torch threads, {EXAMPLES_PER_STEP} examples per step, {args.steps} timed steps, "
+          f"{args.precision}, all six loss terms, mixture {args.mixture}\n")
     print(markdown_table(pd.DataFrame(out), "lrrr"))
 
 
