@@ -256,3 +256,60 @@ def test_twins_stopped_at_the_heads_layer_give_the_full_forwards_outputs_and_gra
     assert set(grad_s) == set(grad_f) and any("lora" in n and ".layers.0." in n for n in grad_s)
     for name in grad_f:
         assert torch.allclose(grad_s[name], grad_f[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_the_decoder_alone_gives_the_lms_hidden_states_without_running_the_lm_head(parts):
+    """`lm_forward(..., logits=False)` (the training forward and the heads' features) runs the decoder only: the same
+    hidden states as the whole LM, bit for bit, in fp32 and in bf16 autocast, and the LM head is never called."""
+    model, tokenizer, _, examples, _, _ = parts
+    batch = collate(examples[:3], tokenizer.pad_token_id)
+    head = model.lm.get_output_embeddings()
+    calls = []
+    hook = head.register_forward_hook(lambda m, args, out: calls.append(1))
+    try:
+        for amp in (False, True):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                whole = lm_forward(model.lm, batch.input_ids, batch.attention_mask, batch.prefix_ids)
+                assert len(calls) == 1
+                decoder = lm_forward(model.lm, batch.input_ids, batch.attention_mask, batch.prefix_ids, logits=False)
+            assert len(calls) == 1 and not hasattr(decoder, "logits")
+            assert len(whole.hidden_states) == len(decoder.hidden_states)
+            for a, b in zip(whole.hidden_states, decoder.hidden_states):
+                assert torch.equal(a, b)
+            calls.clear()
+    finally:
+        hook.remove()
+
+
+def test_the_lm_head_cast_once_under_bf16_autocast_gives_autocasts_logits_and_gradients_exactly(parts):
+    """Under bf16 autocast `EmoModel.lm_head` casts the frozen vocabulary matrix once and keeps it: two steps give
+    bit-identical logits and gradients to the head autocast casts at every call, from one kept copy."""
+    model, tokenizer, _, examples, _, _ = parts
+    batches = [collate(examples[:2], tokenizer.pad_token_id), collate(examples[2:5], tokenizer.pad_token_id)]
+
+    def logits_and_grads(batch):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch.input_ids, batch.attention_mask, batch.pool_mask, batch.answer_len + 1,
+                           batch.prefix_ids).logits
+        assert logits.dtype == torch.bfloat16
+        logits.float().log_softmax(-1).mean().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    kept = []
+    for batch in batches:
+        cached, grad_c = logits_and_grads(batch)
+        kept.append(model.head_cast[1])
+        model.lm_head = model.lm.get_output_embeddings()              # the head as autocast runs it, every call
+        try:
+            plain, grad_p = logits_and_grads(batch)
+        finally:
+            del model.lm_head
+        assert torch.equal(cached, plain)
+        assert set(grad_c) == set(grad_p) and any("lora" in n for n in grad_c)
+        for name in grad_p:
+            assert torch.equal(grad_c[name], grad_p[name]), name
+    assert kept[0] is kept[1] and kept[0].dtype == torch.bfloat16
+    with torch.no_grad():                                              # fp32: the head itself, no copy involved
+        hidden = torch.randn(2, 3, model.lm.config.hidden_size)
+        assert torch.equal(model.lm_head(hidden), model.lm.get_output_embeddings()(hidden))

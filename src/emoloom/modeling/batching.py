@@ -53,10 +53,10 @@ def common_prefix(rows: list[list[int]], limit: int | None = None) -> int:
 
 
 def prefix_forward(lm, prefix: list[int]):
-    """Batch-1 forward over a shared prompt prefix: its KV cache."""
+    """Batch-1 forward over a shared prompt prefix: its KV cache (the decoder alone: no logits are needed)."""
     x = torch.tensor([prefix], dtype=torch.long, device=lm.device)
     mask = torch.ones_like(x)
-    return lm(input_ids=x, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, logits_to_keep=1).cache
+    return lm.get_decoder()(input_ids=x, attention_mask=mask, position_ids=position_ids(mask), use_cache=True).cache
 
 
 def repeat_cache(cache, rows: int):

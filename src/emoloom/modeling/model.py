@@ -76,20 +76,22 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               prefix_ids: torch.Tensor | None = None, logits_to_keep: int = 1, cache=None):
+               prefix_ids: torch.Tensor | None = None, logits_to_keep: int = 1, cache=None, logits: bool = True):
     """The LM over left-padded rows that all begin with `prefix_ids`: the prefix runs once (batch 1) and every row
     attends to its KV cache, so a batch costs P + its rows' own tokens instead of rows x (P + own). With no prefix
     this is the plain forward. Gradients flow through the shared prefix as through per-row copies (the same losses
     and gradients, tests/test_sft_data.py). `cache`: the prefix's KV cache, computed earlier by the same weights
     (`batching.prefix_forward`, or `prefix_kv.PrefixKV` in training; left as it is); without it the prefix runs here.
-    Returns the LM output (logits of the last positions, hidden states)."""
+    Returns the LM output (logits of the last positions, hidden states); with `logits=False`, the decoder's alone
+    (hidden states, no LM head: under autocast the head would cast the whole tied vocabulary matrix every call)."""
     p = 0 if prefix_ids is None else prefix_ids.numel()
     if p:
         cache = repeat_cache(cache if cache is not None else prefix_forward(lm, prefix_ids.tolist()), input_ids.size(0))
         ones = torch.ones(input_ids.size(0), p, dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], 1)
-    return lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)[:, p:],
-              cache=cache if p else None, use_cache=bool(p), output_hidden_states=True, logits_to_keep=logits_to_keep)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)[:, p:],
+                  cache=cache if p else None, use_cache=bool(p), output_hidden_states=True)
+    return lm(**kwargs, logits_to_keep=logits_to_keep) if logits else lm.get_decoder()(**kwargs)
 
 
 def check_heads_layer(depth: int, layer: int) -> None:
@@ -141,7 +143,7 @@ def prompt_features(lm: nn.Module, prompts: list[list[int]], starts: list[int], 
             if p and prefix != cached[0]:
                 cached = (prefix, prefix_forward(lm, list(prefix)))
             out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), torch.tensor(prefix, dtype=torch.long),
-                             cache=cached[1])
+                             cache=cached[1], logits=False)
             for k, pooled in zip(rows, masked_mean(out.hidden_states[-1].float(), pool.to(lm.device)).cpu()):
                 feats[k] = pooled
     return torch.stack(feats) if prompts else torch.empty(0, lm.config.hidden_size)
@@ -158,6 +160,21 @@ class EmoModel(nn.Module):
         super().__init__()
         self.lm, self.heads = lm, heads
         self.prefix_kv = PrefixKV()         # the frozen layers' part of the prefix cache, kept between forwards
+        self.head_cast: tuple[tuple, torch.Tensor | None] = ((), None)   # (key, the frozen LM head's autocast copy)
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over `hidden`. Under autocast a frozen, bias-free head's weight (here the tied vocabulary
+        matrix, 49152 x 576) is cast once and kept, where autocast would cast it again at every call; the products
+        are the same (autocast runs the same linear on the same low-precision operands)."""
+        head = self.lm.get_output_embeddings()
+        device = hidden.device.type
+        if not torch.is_autocast_enabled(device) or head.weight.requires_grad or head.bias is not None:
+            return head(hidden)
+        dtype = torch.get_autocast_dtype(device)
+        key = (head.weight.data_ptr(), head.weight._version, dtype)
+        if self.head_cast[0] != key:
+            self.head_cast = (key, head.weight.detach().to(dtype))
+        return nn.functional.linear(hidden.to(dtype), self.head_cast[1])
 
     def forward(self, input_ids, attention_mask, pool_mask, logits_to_keep: int = 1, prefix_ids=None,
                 logit_rows: int | None = None):
@@ -171,15 +188,15 @@ class EmoModel(nn.Module):
         rows = slice(0, n if split else None)
         mask, ids, pool = drop_pad_columns(attention_mask[rows], input_ids[rows], pool_mask[rows])
         cache = self.prefix_kv(self.lm, prefix_ids)
-        out = lm_forward(self.lm, ids, mask, prefix_ids, cache=cache)
+        out = lm_forward(self.lm, ids, mask, prefix_ids, cache=cache, logits=False)
         hidden = out.hidden_states[-1]                          # after the final norm: what the LM head reads
-        logits = self.lm.get_output_embeddings()(hidden[:n, -logits_to_keep:])
+        logits = self.lm_head(hidden[:n, -logits_to_keep:])
         pooled = masked_mean(layer_output(self.lm, out.hidden_states, layer), pool)
         if split:
             mask, ids, pool = drop_pad_columns(attention_mask[n:], input_ids[n:], pool_mask[n:])
             with first_layers(self.lm, layer):
-                pooled = torch.cat([pooled, masked_mean(lm_forward(self.lm, ids, mask, prefix_ids,
-                                                                   cache=cache).hidden_states[-1], pool)])
+                pooled = torch.cat([pooled, masked_mean(lm_forward(self.lm, ids, mask, prefix_ids, cache=cache,
+                                                                   logits=False).hidden_states[-1], pool)])
         label_logits, vad = self.heads(pooled.float())
         return EmoOutput(logits, label_logits, vad)
 
