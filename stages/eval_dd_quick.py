@@ -25,7 +25,8 @@ def main() -> None:
     run = f"{quick.mixture}-s{quick.seed}"
     root = raw_root(params["data"]["raw_root"])
     cfg = EvalConfig.from_params(params["eval"], time_budget_min=quick.time_budget_min, stream_seed=quick.stream_seed,
-                                 max_new_tokens=quick.max_new_tokens, heads_all_rows=False)
+                                 max_new_tokens=quick.max_new_tokens, heads_all_rows=False,
+                                 context_turns=quick.context_turns)
     ekman = json.loads(resource_path(root, "goemotions_ekman").read_text(encoding="utf-8"))
     result = evaluate_file(Path(f"data/sft/{run}/model"), PROBE, Path("data/eval/dd_quick"), cfg,
                            train_path=Path(f"data/mix/{quick.mixture}/train.jsonl"),

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import word_tokenizer
 
 from emoloom.core.errors import DataError, MissingInputError
 from emoloom.core.io import read_jsonl
@@ -119,6 +120,34 @@ def test_quick_mode_stops_at_the_budget_in_seeded_order(bundle, tiny_run, tmp_pa
 def test_overflowing_inputs_count_as_invalid(bundle, tiny_run, tmp_path):
     m = evaluate_file(bundle, tiny_run / "dev.jsonl", tmp_path, replace(CFG, max_len=20))["metrics"]
     assert m["generated"]["parse_ok"] == 0.0 and m["generated"]["failures"] == {"input_overflow": m["n_evaluated"]}
+
+
+def test_context_turns_keep_the_latest_turns_and_zero_shows_the_message_alone():
+    record = {"text": "the cat sat", "context": "first turn here\nsecond turn here\nthird turn here"}
+    tok = word_tokenizer(["the cat sat first second third turn here context message"], chat=True)
+    words = lambda ids: tok.decode(ids)  # noqa: E731
+    assert "first" in words(ev.fit_prompt(record, tok, 512, 8))
+    latest = words(ev.fit_prompt(record, tok, 512, 8, max_turns=2))
+    assert "first" not in latest and "second" in latest and "third" in latest
+    alone = ev.fit_prompt(record, tok, 512, 8, max_turns=0)
+    assert alone == ev.fit_prompt({"text": "the cat sat"}, tok, 512, 8) and "context" not in words(alone)
+
+
+def test_an_evaluation_without_context_differs_only_where_rows_have_context(bundle, tiny_run, tmp_path):
+    rows = list(read_jsonl(tiny_run / "dev.jsonl"))[:4]
+    rows[0] = dict(rows[0], context="an earlier turn\nand another one")
+    data = tmp_path / "dialogue.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    alone = tmp_path / "alone.jsonl"
+    alone.write_text("".join(json.dumps(dict(r, context="")) + "\n" for r in rows))
+    cfg = replace(CFG, decode_mode="heads")
+    evaluate_file(bundle, data, tmp_path / "a", replace(cfg, context_turns=0))
+    evaluate_file(bundle, data, tmp_path / "b", cfg)
+    evaluate_file(bundle, alone, tmp_path / "c", cfg)
+    dropped, shown, reference = ({d["id"]: d["heads"] for d in lines(tmp_path / run / "outputs.jsonl")[1:]}
+                                 for run in "abc")
+    assert dropped == reference and len(dropped) == 4
+    assert [i for i in shown if shown[i] != dropped[i]] == [rows[0]["id"]]
 
 
 def test_clear_errors(bundle, tiny_run, tmp_path):

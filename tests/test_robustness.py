@@ -38,7 +38,7 @@ def test_a_budget_stop_still_ends_in_a_complete_run_and_a_rerun_finishes_it(tiny
     assert (plots / "dev_log.csv").read_text().splitlines()[1].startswith("1,")
     assert (plots / "train_log.csv").is_file() and (tiny_run / "budget/model/trainable.safetensors").is_file()
     events = [json.loads(line)["event"] for line in (plots / "decisions.jsonl").read_text().splitlines()]
-    assert events[-1] == "final_evaluation" and events.index("stop") < len(events) - 1
+    assert events[0] == "precision" and events[-1] == "final_evaluation" and events.index("stop") < len(events) - 1
     again = run_tiny(tiny_run, "budget", nrc, slow)    # dvc repro again: resumes the finished run
     assert again["metrics"] == metrics
 

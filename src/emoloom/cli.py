@@ -11,11 +11,18 @@ from emoloom.core.resources import raw_root, resource_path
 from emoloom.data.corpora import FORMATS, ReadOptions
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def int_at_least(low: int):
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+positive_int = int_at_least(1)
 
 
 def positive_float(text: str) -> float:
@@ -58,6 +65,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, decode_mode=args.mode, batch_size=args.batch_size,
                      max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,
+                     context_turns=args.context_turns,
                      stream_seed=args.seed if args.time_budget_min else None, precision=args.precision)
     lexicon = load_lexicon(args.lexicon, raw_root(args.raw_root or _default_root())) if args.train else None
     result = evaluate_file(resolve_model(args.model), args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
@@ -148,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--time-budget-min", type=positive_float, help="quick mode: stop after this many minutes")
     ev.add_argument("--seed", type=int, default=42, help="quick mode: seeded row order (default: 42)")
     ev.add_argument("--max-rows", type=positive_int, help="evaluate the first N rows only")
+    ev.add_argument("--context-turns", type=int_at_least(0), metavar="N",
+                    help="dialogue turns shown before each message, the latest ones (default: all the record holds; "
+                         "0: the message alone, as the training rows are and as eval_dd_quick probes)")
     ev.add_argument("--max-new-tokens", type=positive_int, default=56,
                     help="decoding budget (default: 56, as params.yaml `eval`: the contract's P99 answer + margin)")
     ev.add_argument("--batch-size", type=positive_int, default=32, help="rows decoded together (default: 32, as `eval`)")

@@ -46,6 +46,8 @@ class EvalConfig:
     max_len: int = option(1536, "prompt + answer tokens; longer inputs lose their oldest context turns, and count as "
                                 "invalid (input_overflow) if the message alone is too long", ge=2)
     max_rows: int | None = option(None, "decode the first N rows only (None: all)", ge=1)
+    context_turns: int | None = option(None, "dialogue turns shown before the message, the latest ones (None: all the "
+                                             "record holds; 0: the message alone, as the training rows are)", ge=0)
     heads_all_rows: bool = option(False, "score the heads on every row, also past max_rows (heads are cheap)")
     time_budget_min: float | None = option(None, "quick mode: stop when spent", gt=0)
     stream_seed: int | None = option(None, "quick mode: seeded row order")
@@ -73,16 +75,21 @@ class QuickProbeConfig:
     time_budget_min: float = option(2.0, "stop after this many minutes (paper: 60)", gt=0)
     max_new_tokens: int = option(48, "decoding budget (the paper's quick eval: 48)", ge=1)
     stream_seed: int = option(42, "seeded row order")
+    context_turns: int = option(0, "dialogue turns shown before each utterance (0: the utterance alone, as the paper "
+                                   "probes and as every training row reads; docs/evaluation.md)", ge=0)
 
     def __post_init__(self) -> None:
         validate(self, "eval_dd_quick")
 
 
 def fit_prompt(record: dict, tokenizer, max_len: int, max_new_tokens: int,
-               examples: Sequence[tuple[str, str]] = ()) -> list[int] | None:
+               examples: Sequence[tuple[str, str]] = (), max_turns: int | None = None) -> list[int] | None:
     """Prompt ids within max_len - max_new_tokens, dropping the oldest context turns first; None if impossible.
-    `examples`: screening's few-shot arm (contract.build_messages)."""
+    `examples`: screening's few-shot arm (contract.build_messages); `max_turns`: the latest context turns shown at
+    most (None: all the record holds)."""
     turns = context_turns(record)
+    if max_turns is not None:
+        turns = turns[len(turns) - max_turns:] if max_turns else []
     while True:
         ids = encode_prompt(tokenizer, record["text"], turns, examples)
         if len(ids) + max_new_tokens <= max_len:
@@ -171,7 +178,8 @@ def run(model, tokenizer, records: list[dict], cfg: EvalConfig, out_path: Path, 
     size = cfg.batch_size if budget_s is not None else max(cfg.write_rows, cfg.batch_size)
     with _open_for_append(out_path, fingerprint, good_bytes) as f:
         for chunk, decode in _batches(todo, size, max(size, HEADS_ROWS)):
-            prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens) for r in chunk]
+            prompts = [fit_prompt(r, tokenizer, cfg.max_len, cfg.max_new_tokens, max_turns=cfg.context_turns)
+                       for r in chunk]
             live = [j for j, p in enumerate(prompts) if p is not None]
             with amp if amp else nullcontext():
                 heads = heads_predict(model, tokenizer, [prompts[j] for j in live], cfg.batch_size) if live else []

@@ -64,7 +64,9 @@ class SFTConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in backward (turns share_prefix off)")
     share_prefix: bool = option(True, "run the prompts' common system text once per micro-batch (same losses and "
                                       "gradients as the plain forward, ~2.5x fewer tokens)")
-    precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with avx512_bf16, else fp32", choices=PRECISIONS)
+    precision: str = option("auto", "auto: bf16 on CUDA, and on CPUs with avx512_bf16 where a probe runs bf16 "
+                                    "products faster than fp32 (core.device.cpu_bf16_speedup); else fp32",
+                            choices=PRECISIONS)
     ema_decay: float = option(0.9, "EMA of trainable weights for eval/export; 0 = off", ge=0, lt=1)
     label_token_weight: float = option(1.0, "weight of the labels-list tokens in L_lm (1: the plain mean over the "
                                             "answer tokens)", gt=0)

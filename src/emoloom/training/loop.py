@@ -282,13 +282,14 @@ def start_run(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: R
 
     check_inputs(paths, run_name)
     device = resolve_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device)
+    amp, why = autocast_dtype(cfg.precision, device)
+    print(f"{run_name}: {'bf16 autocast' if amp else 'fp32'} ({why})")
     tokenizer = AutoTokenizer.from_pretrained(paths.backbone)
     verifier = load_verifier(paths, tokenizer, device)
     check_max_len(cfg, tokenizer)
     check_heads_layer(AutoConfig.from_pretrained(paths.backbone).num_hidden_layers, cfg.heads_layer)
     run_hash = config_hash({"cfg": asdict(cfg), "loss": asdict(weights), "lora": asdict(lora), "mix": mixture,
-                            "train": sha1_file(paths.train), "backbone": tokenizer.name_or_path})
+                            "train": sha1_file(paths.train), "backbone": tokenizer.name_or_path, "amp": str(amp)})
 
     seed_everything(cfg.seed)
     data = load_training_data(cfg, paths, tokenizer, lexicon, mixture, run_name, device)
@@ -301,6 +302,7 @@ def start_run(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: R
     ema = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
            if cfg.ema_decay > 0 else None)
     state = RunState(heal=Healing(cfg.max_len, cfg.grad_accum, cfg.micro_batch), ema=ema)
+    state.history.decide(0, "precision", dtype="bf16" if amp else "fp32", why=why)
     run = Run(run_name, cfg, weights, model, tokenizer, verifier, data, dict(mixture), optimizer, sampler, streams,
               state, device, amp, run_hash, paths.out / "checkpoint.pt", paths.plots)
     run.resume()
