@@ -35,6 +35,7 @@ from emoloom.training.setup import build_examples, build_model, make_optimizer  
 from emoloom.training.sft_data import collate  # noqa: E402
 
 EXAMPLES_PER_STEP = 16
+LORA_DROPOUT = 0.0      # params.yaml lora.dropout (LoraSettings' own default, 0.05, would add ~10 % of a step: masks)
 WHOLE_PREFIX = "whole prefix per step"      # a name with this: the prefix's frozen layers are not kept between steps
 CONFIGS = {   # name -> (SFTConfig changes, LoRA last_layers)
     "plain forward, micro 4, LoRA last 8": (dict(share_prefix=False, micro_batch=4), 8),
@@ -125,7 +126,7 @@ def main() -> None:
     for name, (changes, last) in CONFIGS.items():
         if args.only and name not in args.only:
             continue
-        res = measure(replace(base, **changes), LoraSettings(last_layers=last), examples, tokenizer, verifier, tables,
+        res = measure(replace(base, **changes), LoraSettings(last_layers=last, dropout=LORA_DROPOUT), examples, tokenizer, verifier, tables,
                       args.steps, amp=amp, keep_prefix=WHOLE_PREFIX not in name)
         out.append({"configuration": name, **{k: f"{v:.2f}" if k != "tokens/s" else f"{v:.0f}" for k, v in res.items()}})
         print(out[-1], flush=True)

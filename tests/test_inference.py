@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from emoloom.cli import main
-from emoloom.core.contract import build_prompt
+from emoloom.core.contract import PROMPT_VERSION, build_prompt
 from emoloom.core.errors import DataError, MissingInputError
 from emoloom.core.io import read_jsonl, write_json
 from emoloom.core.labels import LABELS
@@ -175,7 +175,7 @@ def test_export_loads_with_plain_transformers_and_answers_token_for_token(model,
     heads = load_file(str(out / "emoloom_heads.safetensors"))
     assert torch.equal(heads["labels.weight"], model.model.heads.labels.weight.detach())
     card = (out / "README.md").read_text()
-    for needed in ("CC BY-NC 4.0", "NRC", "emoloom-v2", "admiration", "Reproduce", "Intended use"):
+    for needed in ("CC BY-NC 4.0", "NRC", PROMPT_VERSION, "admiration", "Reproduce", "Intended use"):
         assert needed in card
 
 
