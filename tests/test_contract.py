@@ -28,10 +28,9 @@ from emoloom.core.labels import LABELS
 
 # Editing the prompt text without bumping PROMPT_VERSION fails here: add the new version's hash instead.
 PROMPT_SHA1 = {"emoloom-v1": "13b6b72f569e090ed7bbbcd04511323482028dde",
-               "emoloom-v2": "1ec779037cbbc05b4e976d3a5a15c6bea19ecb90",
-               "emoloom-v3": "ab0ec182427b29d5e6d4ab14bc7576b325f723f4"}
+               "emoloom-v2": "1ec779037cbbc05b4e976d3a5a15c6bea19ecb90"}
 
-COMPACT_EXAMPLE = '{"labels":["gratitude"],"rationale":"thanks, love","vad":{"v":0.81,"a":0.47,"d":0.58}}'
+COMPACT_EXAMPLE = '{"labels":["gratitude"],"vad":{"v":0.81,"a":0.47,"d":0.58},"rationale":"thanks, love"}'
 DESIGN_EXAMPLE = (
     '{"labels": ["gratitude"], "vad": {"v": 0.81, "a": 0.47, "d": 0.58}, "rationale": "thanks and love signal gratitude"}'
 )
@@ -47,8 +46,7 @@ def expected_vad(x: float) -> float:
 
 
 def test_design_example_is_reproduced_in_compact_form():
-    """The design card's fields, with the compact separators and cue-word rationale of emoloom-v2 and the rationale
-    before the vad object (emoloom-v3): the same JSON object, keys in another order."""
+    """The design card's example line, with the compact separators and the cue-word rationale of emoloom-v2."""
     assert build_target(["gratitude"], VAD, ["thanks", "love"]) == COMPACT_EXAMPLE
     design = json.loads(DESIGN_EXAMPLE)
     assert parse_output(COMPACT_EXAMPLE).labels == design["labels"] and parse_output(COMPACT_EXAMPLE).vad == design["vad"]
@@ -57,8 +55,8 @@ def test_design_example_is_reproduced_in_compact_form():
 def test_target_is_one_line_ascii_with_fixed_keys_and_two_decimals():
     t = build_target(["love", "admiration", "love"], {"v": 0.5, "a": 1, "d": 0}, ["café", "naïve"])
     assert "\n" not in t and t.isascii()
-    assert t == '{"labels":["admiration","love"],"rationale":"cafe, naive","vad":{"v":0.50,"a":1.00,"d":0.00}}'
-    assert list(json.loads(t)) == ["labels", "rationale", "vad"]
+    assert t == '{"labels":["admiration","love"],"vad":{"v":0.50,"a":1.00,"d":0.00},"rationale":"cafe, naive"}'
+    assert list(json.loads(t)) == ["labels", "vad", "rationale"]
 
 
 def test_target_clips_and_rejects_bad_input():
@@ -299,8 +297,8 @@ def test_prompt_with_real_smollm2_tokenizer(smollm2_tokenizer):
     assert "SmolLM" not in prompt  # our system message replaces the template's default one
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     assert ids == tok(prompt)["input_ids"]  # the template carries all special tokens
-    assert len(tok(build_prompt("", None, tok), add_special_tokens=False)["input_ids"]) == 165  # fixed cost per sample
-    assert user_turn_start(tok, ids) == 156 and tok.decode(ids[:156]).endswith("<|im_start|>user\n")  # at "Context:"
+    assert len(tok(build_prompt("", None, tok), add_special_tokens=False)["input_ids"]) == 166  # fixed cost per sample
+    assert user_turn_start(tok, ids) == 157 and tok.decode(ids[:157]).endswith("<|im_start|>user\n")  # at "Context:"
 
 
 @pytest.mark.slow
@@ -312,7 +310,7 @@ def test_target_tokens_with_real_smollm2_tokenizer(smollm2_tokenizer):
     t_ids = tok(target, add_special_tokens=False)["input_ids"]
     # prompt tokens are a prefix of prompt+target tokens, so SFT can mask the prompt by length
     assert tok(prompt + target, add_special_tokens=False)["input_ids"] == p_ids + t_ids
-    assert len(t_ids) == 42
+    assert len(t_ids) == 43
     assert parse_output(tok.decode(t_ids)).ok
     longest = sorted(LABELS, key=lambda l: -len(tok(l)["input_ids"]))[:2]
     worst = build_target(longest, VAD, ["overwhelmingly heartbreaking", "unbelievable"])

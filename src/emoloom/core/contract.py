@@ -16,14 +16,14 @@ from typing import Sequence
 
 from emoloom.core.labels import LABEL_INDEX, LABELS
 
-PROMPT_VERSION = "emoloom-v3"
+PROMPT_VERSION = "emoloom-v2"
 
 SYSTEM_PROMPT = (
     "Label the emotions of the message. Reply with one line of JSON only:\n"
-    '{"labels":[...],"rationale":"...","vad":{"v":...,"a":...,"d":...}}\n'
+    '{"labels":[...],"vad":{"v":...,"a":...,"d":...},"rationale":"..."}\n'
     f"labels: one or more of {', '.join(LABELS)}.\n"
-    "rationale: the words that carry the emotion, at most 12.\n"
-    "v, a, d: valence, arousal, dominance from 0 to 1, two decimals."
+    "v, a, d: valence, arousal, dominance from 0 to 1, two decimals.\n"
+    "rationale: the words that carry the emotion, at most 12."
 )
 CONTEXT_HEADER = "Context:"
 MESSAGE_PREFIX = "Message: "
@@ -150,14 +150,14 @@ def _vad_number(x: float) -> str:
 
 def build_target(labels: Sequence[str], vad: dict[str, float], cue_words: Sequence[str] = ()) -> str:
     """The one-line JSON answer, compact (no spaces between tokens), e.g.
-    {"labels":["gratitude"],"rationale":"thanks, love","vad":{"v":0.81,"a":0.47,"d":0.58}}
+    {"labels":["gratitude"],"vad":{"v":0.81,"a":0.47,"d":0.58},"rationale":"thanks, love"}
 
     Labels in canonical order; v, a, d clipped to [0, 1] and written with exactly two decimals.
     """
     v, a, d = (_vad_number(vad[k]) for k in "vad")
     labels_json = json.dumps(canonical_labels(labels), separators=(",", ":"))
-    return (f'{{"labels":{labels_json},"rationale":{json.dumps(build_rationale(cue_words))},'
-            f'"vad":{{"v":{v},"a":{a},"d":{d}}}}}')
+    return (f'{{"labels":{labels_json},"vad":{{"v":{v},"a":{a},"d":{d}}},'
+            f'"rationale":{json.dumps(build_rationale(cue_words))}}}')
 
 
 # ---------------------------------------------------------------- parser

@@ -62,9 +62,9 @@ base_model: {backbone.get("name", "unknown")}
 ---
 # EmoLoom emotion model `{run}`
 
-A causal LM fine-tuned (LoRA, merged) to answer one line of JSON for a message: `{{"labels":[...],"rationale":"...",
-"vad":{{"v":..,"a":..,"d":..}}}}`: one or more of the {len(LABELS)} GoEmotions labels, the cue words that carry the
-emotion, and valence/arousal/dominance in [0, 1]. Contract version `{info["prompt_version"]}`.
+A causal LM fine-tuned (LoRA, merged) to answer one line of JSON for a message: `{{"labels":[...],"vad":{{"v":..,
+"a":..,"d":..}},"rationale":"..."}}`: one or more of the {len(LABELS)} GoEmotions labels, valence/arousal/dominance
+in [0, 1], and the cue words that carry the emotion. Contract version `{info["prompt_version"]}`.
 
 ## Backbone
 {backbone.get("name", "unknown")} ({backbone.get("parameters", "?")} parameters), from {backbone.get("source", "?")};

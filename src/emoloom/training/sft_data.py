@@ -59,7 +59,7 @@ def encode(record: dict, tokenizer, flipped_text: str | None = None) -> SFTExamp
     target = build_target(record["labels"], record["vad"], record.get("vad_cues") or [])
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     start = target.rindex(RATIONALE_KEY) + len(RATIONALE_KEY)
-    end = target.index('"', start)                            # the rationale's closing quote
+    end = len(target) - 2                                     # before the closing '"}'
     mask = _span_mask(enc.offset_mapping, start, end)
     label_mask = _span_mask(enc.offset_mapping, target.index("["), target.index("]") + 1)   # the labels list
     vad_start = target.index('"vad":') + len('"vad":')
