@@ -4,6 +4,7 @@ features; the Valence-Flip twins stopped at the heads' layer give the full forwa
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -135,6 +136,25 @@ def test_the_label_mask_covers_the_labels_list(parts):
     labels_list = tokenizer.decode(e.answer_ids[:-1]).replace(" ", "").split('"vad"')[0]     # '{"labels":[...],'
     assert labels_list[labels_list.index("["):labels_list.rindex("]") + 1] in spelled
     assert "vad" not in spelled and "rationale" not in spelled
+
+
+def test_the_rationale_and_vad_masks_spell_their_fields(parts):
+    """The vad object and the rationale (the paper's order: labels, vad, rationale) each get a mask that covers its own
+    field's tokens (and at most the separators a token shares with them), not the other field's."""
+    _, tokenizer, _, examples, _, _ = parts
+
+    def spell(ids) -> str:                                    # this tokenizer's decode puts spaces between tokens
+        return tokenizer.decode(ids).replace(" ", "")
+
+    for e in examples[:4]:
+        line = spell(e.answer_ids[:-1])
+        answer = json.loads(line)
+        rationale = spell([t for t, m in zip(e.answer_ids, e.rationale_mask) if m])
+        vad = spell([t for t, m in zip(e.answer_ids, e.vad_mask) if m])
+        assert list(answer) == ["labels", "vad", "rationale"]
+        assert answer["rationale"].replace(" ", "") in rationale and "vad" not in rationale      # a token may hold
+        assert line[line.index('"vad":') + 6:line.index(',"rationale"')] in vad and "rationale" not in vad   # a brace
+        assert not any(r and v for r, v in zip(e.rationale_mask, e.vad_mask))
 
 
 def test_the_heads_refit_learns_new_features_from_scratch_and_folds_the_thresholds():
