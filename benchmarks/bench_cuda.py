@@ -42,7 +42,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from bench_training import LORA_DROPOUT, load_examples, measure  # noqa: E402  (benchmarks/ is on the path: this script's folder)
+from bench_training import PARAMS_LORA, load_examples, measure  # noqa: E402  (benchmarks/ is on the path: this script's folder)
 
 from emoloom.core.config import from_section  # noqa: E402
 from emoloom.core.device import seed_everything  # noqa: E402
@@ -109,7 +109,7 @@ def part_throughput(backbone: Path, pack_dir: Path, device: torch.device, steps:
         max(n for *_, n, _ in configs) * (steps + 1), base)
     rows = []
     for name, changes, per_step, amp in configs:
-        res = measure(replace(base, **changes), LoraSettings(last_layers=8, dropout=LORA_DROPOUT), examples, tokenizer, verifier, tables,
+        res = measure(replace(base, **changes), PARAMS_LORA, examples, tokenizer, verifier, tables,
                       steps, backbone, device, amp, per_step)
         rows.append({"configuration": name, **{k: round(v, 3) for k, v in res.items()}})
         print(rows[-1], flush=True)

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from emoloom.core.io import read_jsonl  # noqa: E402  (after the path insert)
+from emoloom.core.config import from_section  # noqa: E402  (after the path insert)
+from emoloom.core.io import read_jsonl  # noqa: E402
 from emoloom.core.tables import markdown_table  # noqa: E402
 from emoloom.data.flip import load_antonyms  # noqa: E402
 from emoloom.data.lexicon import load_lexicon  # noqa: E402
@@ -35,7 +37,7 @@ from emoloom.training.setup import build_examples, build_model, make_optimizer  
 from emoloom.training.sft_data import collate  # noqa: E402
 
 EXAMPLES_PER_STEP = 16
-LORA_DROPOUT = 0.0      # params.yaml lora.dropout (LoraSettings' own default, 0.05, would add ~10 % of a step: masks)
+PARAMS_LORA = from_section(LoraSettings, yaml.safe_load((REPO / "params.yaml").read_text())["lora"], "lora")
 WHOLE_PREFIX = "whole prefix per step"      # a name with this: the prefix's frozen layers are not kept between steps
 CONFIGS = {   # name -> (SFTConfig changes, LoRA last_layers)
     "plain forward, micro 4, LoRA last 8": (dict(share_prefix=False, micro_batch=4), 8),
@@ -126,8 +128,9 @@ def main() -> None:
     for name, (changes, last) in CONFIGS.items():
         if args.only and name not in args.only:
             continue
-        res = measure(replace(base, **changes), LoraSettings(last_layers=last, dropout=LORA_DROPOUT), examples, tokenizer, verifier, tables,
-                      args.steps, amp=amp, keep_prefix=WHOLE_PREFIX not in name)
+        lora = replace(PARAMS_LORA, last_layers=last)                # params.yaml's adapters (dropout 0), these layers
+        res = measure(replace(base, **changes), lora, examples, tokenizer, verifier, tables, args.steps, amp=amp,
+                      keep_prefix=WHOLE_PREFIX not in name)
         out.append({"configuration": name, **{k: f"{v:.2f}" if k != "tokens/s" else f"{v:.0f}" for k, v in res.items()}})
         print(out[-1], flush=True)
     print(f"\n{args.threads} torch threads, {EXAMPLES_PER_STEP} examples per step, {args.steps} timed steps, "
