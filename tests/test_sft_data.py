@@ -157,35 +157,6 @@ def test_the_rationale_and_vad_masks_spell_their_fields(parts):
         assert not any(r and v for r, v in zip(e.rationale_mask, e.vad_mask))
 
 
-def test_a_swapped_labels_list_is_read_but_not_trained_and_the_rest_of_the_answer_is(tiny_run, nrc, parts):
-    """label_swap_prob: the answer spells another record's labels (seeded, the same source, a different set); the
-    labels list gets no LM target, the vad object and rationale keep theirs, the heads keep the record's own labels,
-    and the Valence-Flip draws do not move."""
-    _, tokenizer, _, plain, _, _ = parts
-    rows = list(read_jsonl(tiny_run / "train.jsonl"))
-    antonyms = load_antonyms(tiny_run / "antonyms.tsv", nrc)
-    cfg = replace(TINY_CFG, flip_prob=1.0, label_swap_prob=0.5)
-    swapped = build_examples(rows, tokenizer, cfg, antonyms, random.Random(0))
-    assert swapped == build_examples(rows, tokenizer, cfg, antonyms, random.Random(0))          # seeded
-    hits = [i for i, e in enumerate(swapped) if e.labels_swapped]
-    assert 0.25 * len(rows) < len(hits) < 0.75 * len(rows)
-    for i, (s, p) in enumerate(zip(swapped, plain)):
-        assert s.flipped_prompt_ids == p.flipped_prompt_ids and s.labels == p.labels and s.vad == p.vad
-        said = json.loads(tokenizer.decode(s.answer_ids[:-1]).replace(" ", ""))
-        own = json.loads(tokenizer.decode(p.answer_ids[:-1]).replace(" ", ""))
-        assert (said["labels"] != own["labels"]) == (i in hits)
-        assert said["vad"] == own["vad"] and said["rationale"] == own["rationale"]
-    batch = collate([swapped[hits[0]], plain[hits[0]]], tokenizer.pad_token_id)
-    k = batch.answer_len
-    for row, e in enumerate((swapped[hits[0]], plain[hits[0]])):
-        n = len(e.answer_ids)
-        targets = batch.answer_targets[row, k - n:]
-        label = torch.tensor(e.label_mask, dtype=torch.bool)
-        assert (targets[label] == -100).all() == e.labels_swapped
-        assert targets[~label].tolist() == [t for t, m in zip(e.answer_ids, e.label_mask) if not m]
-    assert torch.equal(batch.labels[0], batch.labels[1])
-
-
 def test_the_heads_refit_learns_new_features_from_scratch_and_folds_the_thresholds():
     from emoloom.modeling.model import Heads, heads_decisions
     from emoloom.training.heads_fit import refit_heads

@@ -71,9 +71,6 @@ class SFTConfig:
     label_token_weight: float = option(1.0, "weight of the labels-list tokens in L_lm (1: the plain mean over the "
                                             "answer tokens)", gt=0)
     vad_token_weight: float = option(1.0, "weight of the vad object's tokens in L_lm", gt=0)
-    label_swap_prob: float = option(0.0, "share of training examples whose teacher-forced labels list is another "
-                                         "example's (no LM loss on it), so the vad digits learn to read the message "
-                                         "rather than the label (docs/training.md)", ge=0, lt=1)
     heads_layer: int = option(0, "the decoder layer whose output (through the final norm) the heads pool; 0 = the "
                                  "last. Below LoRA's first adapted layer they read the frozen backbone, and heads "
                                  "mode runs only that many layers", ge=0)

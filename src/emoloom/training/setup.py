@@ -46,26 +46,13 @@ class TrainingData:
     lexical_vad: torch.Tensor                # (N, 3) their lexicon VAD
 
 
-def swap_partner(records: list[dict], i: int, rng: random.Random) -> list[str] | None:
-    """The labels of a seeded other record whose label set differs from record i's (None if no such record)."""
-    own = set(records[i]["labels"])
-    for _ in range(16):
-        other = records[rng.randrange(len(records))]["labels"]
-        if set(other) != own:
-            return other
-    return None
-
-
 def build_examples(records: list[dict], tokenizer, cfg: SFTConfig, antonyms: dict[str, str],
                    rng: random.Random) -> list[SFTExample]:
-    """Encode records; a share flip_prob of those with a polar antonym bring their flipped twin, and a share
-    label_swap_prob spell another record's labels (its own RNG: the flip draws do not depend on it)."""
-    swap_rng = random.Random(f"{cfg.seed}:label_swap")
+    """Encode records; a share flip_prob of those with a polar antonym bring their flipped twin."""
     examples = []
-    for i, rec in enumerate(records):
+    for rec in records:
         flipped = flip_text(rec["text"], antonyms) if rng.random() < cfg.flip_prob else None
-        swap = cfg.label_swap_prob > 0 and swap_rng.random() < cfg.label_swap_prob
-        ex = encode(rec, tokenizer, flipped, swap_partner(records, i, swap_rng) if swap else None)
+        ex = encode(rec, tokenizer, flipped)
         ex.text_ids = tokenizer(rec["text"], add_special_tokens=False).input_ids
         ex.appraisal, ex.appraisal_mask = (list(map(float, t)) for t in prototype_targets(rec["labels"]))
         examples.append(ex)

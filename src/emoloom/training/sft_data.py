@@ -38,7 +38,6 @@ class SFTExample:
     vad_mask: list[int]              # 1 where an answer token spells the vad object
     labels: list[float]              # multi-hot over LABELS
     vad: list[float]                 # target v, a, d
-    labels_swapped: bool = False     # the answer's labels list is another example's: input only, no LM loss on it
     user_start: int = 0              # where the prompt's own part begins (the heads pool from here)
     flipped_prompt_ids: list[int] | None = None   # the Valence-Flip twin's prompt, when the text has one
     flipped_user_start: int = 0
@@ -55,16 +54,9 @@ def _span_mask(offsets, start: int, end: int) -> list[int]:
     return [int(a < end and b > start) for a, b in offsets] + [0]
 
 
-def encode(record: dict, tokenizer, flipped_text: str | None = None,
-           context_labels: list[str] | None = None) -> SFTExample:
-    """Tokenise one record into an SFT example (the answer is tokenised on its own, as a decoder would emit it).
-
-    With context_labels, the answer spells those labels instead of the record's (sft.train.label_swap_prob): the
-    teacher-forced vad and rationale then follow a labels list that says nothing about the message, and the labels
-    list itself is not trained on (its targets are masked in `collate`). The heads' targets stay the record's.
-    """
-    swapped = context_labels is not None
-    target = build_target(context_labels if swapped else record["labels"], record["vad"], record.get("vad_cues") or [])
+def encode(record: dict, tokenizer, flipped_text: str | None = None) -> SFTExample:
+    """Tokenise one record into an SFT example (the answer is tokenised on its own, as a decoder would emit it)."""
+    target = build_target(record["labels"], record["vad"], record.get("vad_cues") or [])
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     start = target.rindex(RATIONALE_KEY) + len(RATIONALE_KEY)
     end = len(target) - 2                                     # before the closing '"}'
@@ -81,7 +73,7 @@ def encode(record: dict, tokenizer, flipped_text: str | None = None,
     return SFTExample(
         id=record["id"], source=record["source"], prompt_ids=prompt, answer_ids=enc.input_ids + [tokenizer.eos_token_id],
         rationale_mask=mask, label_mask=label_mask, vad_mask=vad_mask, labels=multi_hot, vad=[record["vad"][k] for k in "vad"],
-        labels_swapped=swapped, user_start=user_turn_start(tokenizer, prompt), flipped_prompt_ids=flipped,
+        user_start=user_turn_start(tokenizer, prompt), flipped_prompt_ids=flipped,
         flipped_user_start=user_turn_start(tokenizer, flipped) if flipped else 0)
 
 
@@ -145,8 +137,6 @@ def collate(examples: list[SFTExample], pad_id: int, share_prefix: bool = True) 
     for i, e in enumerate(examples):
         n = len(e.answer_ids)
         targets[i, k - n:] = torch.tensor(e.answer_ids)
-        if e.labels_swapped:
-            targets[i, k - n:][torch.tensor(e.label_mask, dtype=torch.bool)] = -100
         rationale[i, k - n:] = torch.tensor(e.rationale_mask, dtype=torch.float)
         label[i, k - n:] = torch.tensor(e.label_mask, dtype=torch.float)
         vad[i, k - n:] = torch.tensor(e.vad_mask, dtype=torch.float)
