@@ -136,10 +136,11 @@ def load_prompts(args):
     from transformers import AutoTokenizer
 
     from emoloom.core.contract import context_turns, encode_prompt
+    from emoloom.modeling.model import backbone_dir
 
     backbone = args.backbone
-    if args.bundle:
-        backbone = json.loads((Path(args.bundle) / "bundle.json").read_text())["backbone"]
+    if args.bundle:            # bundle.json holds its backbone relative to the bundle
+        backbone = str(backbone_dir(Path(args.bundle), json.loads((Path(args.bundle) / "bundle.json").read_text())))
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     records = [json.loads(line) for line in open(args.data, encoding="utf-8") if line.strip()]
     records = random.Random(args.seed).sample(records, min(args.rows, len(records)))
@@ -234,10 +235,9 @@ def calibrate(args, prompts, backbone):
         margins = torch.tensor(gap["margins"])
         q = torch.quantile(torch.tensor(gap["spreads"]), torch.tensor([0.5, 0.99])).tolist()
         print(f"{dtype}: {gap['positions']} positions on {len(prompts)} rows, {args.threads} threads: "
-              f"margin shift (max-min of reference - certifying logits) median {q[0]:.3g}, p99 {q[1]:.3g}, "
+              f"margin shift (max-min of reference - cached-step logits) median {q[0]:.3g}, p99 {q[1]:.3g}, "
               f"max {gap['max_spread']:.3g}; max |logit diff| {gap['max_abs_diff']:.3g}; "
-              f"cached-step shift max {gap['max_cached_spread']:.3g}; "
-              f"steps with certifying margin <= bound {bound}: {int((margins <= bound).sum())}/{gap['steps']}; "
+              f"steps with margin <= bound {bound}: {int((margins <= bound).sum())}/{gap['steps']}; "
               f"<= max shift: {int((margins <= gap['max_spread']).sum())}")
         if args.json:
             Path(args.json).with_suffix(f".{dtype}.calib.json").write_text(json.dumps(gap))

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from emoloom.core.contract import encode_prompt, user_turn_start
-from emoloom.evaluation import calibration, decoding
+from emoloom.evaluation import decoding
 from emoloom.evaluation.calibration import measure_logit_gap
-from emoloom.evaluation.decoding import DEFAULT_BOUNDS, certifying_forward, decode, reference_logits
+from emoloom.evaluation.decoding import DEFAULT_BOUNDS, DecodeStats, decode, reference_logits
 from emoloom.evaluation.heads import heads_mode
 from emoloom.modeling.backbones import load_backbone
 from emoloom.modeling.batching import common_prefix, left_pad, length_buckets
@@ -94,7 +94,7 @@ def test_a_wrong_candidate_is_caught_and_the_row_redecoded(smollm, prompts, refe
     def corrupt_first_round(*args, **kwargs):
         out = original(*args, **kwargs)
         if not corrupted:                                 # row 0, step 3 of the first round: a different token
-            steps, stop = out[0]
+            steps = out[0].steps
             steps[3] = (steps[3] + 1) % lm.config.vocab_size
             corrupted.append(steps[3])
         return out
@@ -135,17 +135,20 @@ def test_early_stop_per_row_matches_the_reference(smollm, prompts, reference):
 
 @pytest.mark.slow
 def test_default_bound_covers_the_measured_logit_gap(smollm, prompts):
-    """The certifying forward's margins stay far inside the fp32 bound on this machine's kernels."""
+    """The cached steps' margins, which certify exact mode's tokens, stay far inside the fp32 bound on this machine."""
     lm, tokenizer = smollm
     gap = measure_logit_gap(lm, tokenizer, prompts[:2], 8, batch_size=1, positions=2)
     assert gap["positions"] == 4 and gap["steps"] == 16
-    # the first measured position (the shorter prompt, step 0) recomputed by hand: reference step vs certifying forward
+    # the first measured position (the shorter prompt, step 0) recomputed by hand: reference step vs cached step
     prompt = sorted(prompts[:2], key=len)[0]
-    cand = calibration._cached_candidates_logged(lm, tokenizer, [prompt], 8, [[]])[0]
+    logged = [[]]
+    cand = decoding._cached_candidates(lm, tokenizer, [prompt], [[]], [8], DecodeStats("exact"), share_prefix=True,
+                                       log=logged)[0]
     with torch.no_grad():
-        logits, keep = certifying_forward(lm, tokenizer, [prompt], [cand])
-    d = (reference_logits(lm, prompt).float()[0] - logits[0, keep - 1 - len(cand)].float()).double()
+        d = (reference_logits(lm, prompt).float()[0] - logged[0][0]).double()
     assert gap["spreads"][0] == pytest.approx(float(d.max() - d.min()), rel=1e-6, abs=1e-9)
+    top = logged[0][0].topk(2).values
+    assert cand.margins[0] == pytest.approx(float(top[0] - top[1])) and cand.top1[0] == cand.steps[0]
     assert gap["max_spread"] == max(gap["spreads"])
     assert gap["max_spread"] * 5 < DEFAULT_BOUNDS[torch.float32], gap["max_spread"]
 

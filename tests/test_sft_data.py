@@ -25,12 +25,12 @@ from emoloom.training.setup import build_examples, build_model
 from emoloom.training.sft_data import collate
 
 
-def build_parts(tiny_run, nrc, lora=TINY_LORA):
+def build_parts(tiny_run, nrc, lora=TINY_LORA, cfg=TINY_CFG):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_run / "backbone")
     torch.manual_seed(0)
-    model = build_model(tiny_run / "backbone", TINY_CFG, lora, torch.device("cpu"))
+    model = build_model(tiny_run / "backbone", cfg, lora, torch.device("cpu"))
     for name, p in model.named_parameters():             # LoRA B starts at 0: make every path carry gradient
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)
@@ -72,6 +72,25 @@ def test_the_shared_prefix_gives_the_plain_forwards_losses_and_gradients(parts):
     for name in grad_p:
         assert torch.allclose(grad_s[name], grad_p[name], rtol=1e-4, atol=1e-6), name
     assert any(g.abs().sum() > 0 for n, g in grad_s.items() if "lora_A" in n and ".layers.0." in n)   # through the prefix
+
+
+def test_eager_attention_gives_sdpas_losses_and_gradients(tiny_run, nrc, parts):
+    """sft.train.attention: "auto" trains with eager attention on CPU (faster at these shapes); it computes the same
+    function as sdpa, so a shared-prefix batch with twins gives the same losses and gradients in fp32."""
+    eager = build_parts(tiny_run, nrc, cfg=replace(TINY_CFG, attention="auto"))
+    sdpa = build_parts(tiny_run, nrc, cfg=replace(TINY_CFG, attention="sdpa"))
+    assert eager[0].lm.config._attn_implementation == "eager" and sdpa[0].lm.config._attn_implementation == "sdpa"
+    _, tokenizer, _, examples, _, _ = parts
+    batch = collate([e for e in examples if e.flipped_prompt_ids][:2] + [e for e in examples
+                                                                         if not e.flipped_prompt_ids][:2],
+                    tokenizer.pad_token_id)
+    loss_e, grad_e = losses_and_grads(eager, batch)
+    loss_s, grad_s = losses_and_grads(sdpa, batch)
+    assert set(grad_e) == set(grad_s) and loss_e.keys() == loss_s.keys()
+    for term in loss_s:
+        assert loss_e[term] == pytest.approx(loss_s[term], rel=1e-5, abs=1e-6), term
+    for name in grad_s:
+        assert torch.allclose(grad_e[name], grad_s[name], rtol=1e-4, atol=1e-6), name
 
 
 def test_the_prefix_frozen_layers_run_once_and_give_the_same_losses_and_gradients(tiny_run, nrc):

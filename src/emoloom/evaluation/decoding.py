@@ -5,14 +5,13 @@ a fixed new-token budget. KV-off (`use_cache=False`, full recompute per step, on
 
 - "reference": the protocol loop itself. Each step is one batch-1, unpadded, no-cache forward over prompt + the
   tokens so far, and the next token is the argmax of its last-position logits. Quadratic; the ground truth.
-- "exact": the certified fast path. Prompts are bucketed by length and candidates decoded greedily *with* the KV
-  cache in batches (left padding, the shared system-prompt prefix computed once, finished rows dropped); then one
-  batched no-cache forward over prompt + candidate certifies every candidate token: it must be that forward's argmax
-  with a top-1 minus top-2 logit margin above `bound`, an upper bound on how far a margin of that forward can be from
-  the same margin in the reference step (measured, docs/decoding.md). A token that fails is settled by the reference
-  step itself; if the reference disagrees with the candidate, the row is re-decoded (cached) from the corrected prefix
-  and certified again. Every returned token is therefore either certified or computed by the reference step, and
-  `DecodeStats` counts each kind.
+- "exact": the certified fast path. Prompts are bucketed by length and decoded greedily *with* the KV cache in
+  batches (left padding, the shared system-prompt prefix computed once, finished rows dropped), and each step's
+  logits certify the token they chose: it must win by a top-1 minus top-2 logit margin above `bound`, an upper bound
+  on how far a margin of the cached step can be from the same margin in the reference step (measured,
+  docs/decoding.md). A token that fails is settled by the reference step itself; if the reference disagrees with the
+  candidate, the row is re-decoded (cached) from the corrected prefix and certified again. Every returned token is
+  therefore either certified or computed by the reference step, and `DecodeStats` counts each kind.
 - "cached": plain batched KV-cached decoding without certification (fast, not protocol-exact).
 
 The heads mode (no decoding) is emoloom.evaluation.heads; the measurement behind the certification bounds is
@@ -23,20 +22,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 
 from emoloom.core.contract import json_end
 from emoloom.modeling.batching import common_prefix, left_pad, length_buckets, position_ids, prefix_forward
-from emoloom.modeling.model import lm_forward
 
 MODES = ("reference", "exact", "cached")
 
-# Certification bounds (logit units) on how far any logit margin of the certifying forward can be from the same
-# margin in the reference step, by dtype: 107x (fp32: 1e-2 vs 9.35e-5) and 2.9x (bf16: 4.0 vs 1.38) the largest shift
-# measured on SmolLM2-135M-Instruct over 416 positions of real dev rows on CPU, 1 and 2 threads (docs/decoding.md;
-# `calibration.measure_logit_gap` / `benchmarks/bench_decoding.py --calibrate` repeat it for another backbone or machine).
-DEFAULT_BOUNDS = {torch.float32: 1e-2, torch.bfloat16: 4.0}
+# Certification bounds (logit units) on how far any logit margin of a cached decoding step can be from the same
+# margin in the reference step, by dtype: 10.7x (fp32: 1e-3 vs 9.35e-5) and 2.9x (bf16: 4.0 vs 1.38) the largest shift
+# measured on SmolLM2-135M-Instruct (the backbone, and a fine-tuned bundle) over 672 positions of real dev rows on
+# CPU, 1 and 2 threads (docs/decoding.md; `calibration.measure_logit_gap` / `benchmarks/bench_decoding.py --calibrate`
+# repeat it for another backbone or machine).
+DEFAULT_BOUNDS = {torch.float32: 1e-3, torch.bfloat16: 4.0}
 
 
 @dataclass
@@ -111,23 +111,31 @@ def _reference_row(lm, tokenizer, prompt: list[int], max_new_tokens: int, stats:
     return Generation(new, tokenizer.decode(new), stop or "budget")
 
 
+class Candidate(NamedTuple):
+    steps: list[int]                 # the tokens of the cached steps, EOS included when it is the stop
+    stop: str | None                 # the stop reason, or None when the row's budget ran out
+    top1: list[int]                  # per step: the argmax of the step's logits (the token chosen, unless altered)
+    margins: list[float]             # per step: its logits' top-1 minus top-2 value
+
+
 @torch.no_grad()
 def _cached_candidates(lm, tokenizer, prefixes: list[list[int]], answers: list[list[int]], budgets: list[int],
-                       stats: DecodeStats, share_prefix: bool = False) -> list[tuple[list[int], str | None]]:
+                       stats: DecodeStats, share_prefix: bool = False,
+                       log: list[list] | None = None) -> list[Candidate]:
     """Batched KV-cached greedy continuation of prompt+answer rows (`prefixes[i]` already ends with `answers[i]`).
 
-    Returns per row (the candidate steps' tokens, EOS included when it is the stop, and the stop reason or None when
-    the row's budget ran out). Finished rows are dropped from the batch and the cache. With `share_prefix` the rows'
-    longest common prefix (the contract's system prompt) is computed once, batch 1, and its KV cache shared.
+    Returns a `Candidate` per row: its steps' tokens and each step's top-1 id and top-1 minus top-2 logit margin (what
+    exact mode certifies with). Finished rows are dropped from the batch and the cache. With `share_prefix` the rows'
+    longest common prefix (the contract's system prompt) is computed once, batch 1, and its KV cache shared. `log`
+    (calibration only): each row's step logits are appended to `log[i]` (on the CPU).
     """
     pad = pad_id(tokenizer)
     n = len(prefixes)
-    steps: list[list[int]] = [[] for _ in range(n)]
-    stops: list[str | None] = [None] * n
+    out_rows = [Candidate([], None, [], []) for _ in range(n)]
     new = [list(a) for a in answers]
     live = [i for i in range(n) if budgets[i] > 0]
     if not live:
-        return list(zip(steps, stops))
+        return out_rows
     rows = [prefixes[i] for i in live]
     shared = common_prefix(rows) if share_prefix else 0
     cache = None
@@ -145,12 +153,21 @@ def _cached_candidates(lm, tokenizer, prefixes: list[list[int]], answers: list[l
                  logits_to_keep=1)
         stats.forwards += 1
         cache = out.cache
-        next_ids = out.logits[:, -1].argmax(-1)
+        logits = out.logits[:, -1].float()
+        next_ids = logits.argmax(-1)
+        top = logits.topk(2, dim=-1)
         keep = []
         for k, (i, token) in enumerate(zip(live, next_ids.tolist())):
-            steps[i].append(token)
-            stops[i] = stop_reason(tokenizer, new[i], token)
-            if stops[i] is None and len(steps[i]) < budgets[i]:
+            row = out_rows[i]
+            row.steps.append(token)
+            row.top1.append(int(top.indices[k, 0]))
+            row.margins.append(float(top.values[k, 0] - top.values[k, 1]))
+            if log is not None:
+                log[i].append(logits[k].cpu())
+            stop = stop_reason(tokenizer, new[i], token)
+            if stop:
+                out_rows[i] = row._replace(stop=stop)
+            elif len(row.steps) < budgets[i]:
                 keep.append(k)
         if not keep:
             break
@@ -161,34 +178,7 @@ def _cached_candidates(lm, tokenizer, prefixes: list[list[int]], answers: list[l
             live = [live[k] for k in keep]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         step_ids = next_ids[:, None]
-    return list(zip(steps, stops))
-
-
-def certifying_forward(lm, tokenizer, prefixes: list[list[int]], candidates: list[list[int]]):
-    """One batched (left-padded) forward over prefix+candidate rows, their common system prompt run once (its KV
-    shared, as in training; the bound covers the difference, docs/decoding.md): (logits of the last K positions, K),
-    K covering every position that predicts a candidate step."""
-    rows = [p + c for p, c in zip(prefixes, candidates)]
-    shared = common_prefix(rows, limit=min(map(len, prefixes)) - 1)   # the last prompt token predicts step 0
-    ids, mask = left_pad([r[shared:] for r in rows], pad_id(tokenizer))
-    keep = max(len(c) for c in candidates) + 1
-    out = lm_forward(lm, ids.to(lm.device), mask.to(lm.device), torch.tensor(rows[0][:shared], dtype=torch.long),
-                     logits_to_keep=keep)
-    return out.logits, keep
-
-
-@torch.no_grad()
-def _certify_margins(lm, tokenizer, prefixes: list[list[int]], candidates: list[list[int]],
-                     stats: DecodeStats) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per row and candidate step, the (top-2 values, top-2 ids) of the certifying forward's logits predicting it."""
-    logits, keep = certifying_forward(lm, tokenizer, prefixes, candidates)
-    stats.forwards += 1
-    values, indices = logits.float().topk(2, dim=-1)          # (B, K, 2)
-    result = []
-    for i, c in enumerate(candidates):
-        first = keep - 1 - len(c)                               # the position predicting candidate step 0
-        result.append((values[i, first:first + len(c)].cpu(), indices[i, first:first + len(c)].cpu()))
-    return result
+    return out_rows
 
 
 @torch.no_grad()
@@ -205,13 +195,11 @@ def _exact_bucket(lm, tokenizer, prompts: list[list[int]], max_new_tokens: int, 
         prefixes = [prompts[i] + new[i] for i in active]
         cands = _cached_candidates(lm, tokenizer, prefixes, [new[i] for i in active],
                                    [max_new_tokens - taken[i] for i in active], stats, share_prefix=True)
-        margins = _certify_margins(lm, tokenizer, prefixes, [c for c, _ in cands], stats)
         still = []
-        for i, (cand, _), (values, indices) in zip(active, cands, margins):
+        for i, cand in zip(active, cands):
             diverged = False
-            for j, token in enumerate(cand):
-                margin = float(values[j, 0] - values[j, 1])
-                if int(indices[j, 0]) == token and margin > bound:
+            for token, top1, margin in zip(cand.steps, cand.top1, cand.margins):
+                if top1 == token and margin > bound:
                     stats.certified_tokens += 1
                     if stats.min_certified_margin is None or margin < stats.min_certified_margin:
                         stats.min_certified_margin = margin
@@ -273,7 +261,7 @@ def decode(lm, tokenizer, prompts: list[list[int]], max_new_tokens: int, mode: s
                 cands = _cached_candidates(lm, tokenizer, [prompts[i] for i in rows], [[] for _ in rows],
                                            [max_new_tokens] * len(rows), stats)
                 gens = []
-                for steps, stop in cands:
+                for steps, stop, _, _ in cands:
                     tokens = steps[:-1] if stop == "eos" else steps
                     gens.append(Generation(tokens, tokenizer.decode(tokens), stop or "budget"))
                     stats.steps += len(steps)

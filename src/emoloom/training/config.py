@@ -15,6 +15,7 @@ from emoloom.core.config import option, validate
 from emoloom.core.device import DEVICES, PRECISIONS
 
 LOSS_TERMS = ("lm", "cls", "reg", "vad", "app", "flip")
+ATTENTIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass
@@ -67,6 +68,10 @@ class SFTConfig:
     precision: str = option("auto", "auto: bf16 on CUDA, and on CPUs with avx512_bf16 where a probe runs bf16 "
                                     "products faster than fp32 (core.device.cpu_bf16_speedup); else fp32",
                             choices=PRECISIONS)
+    attention: str = option("auto", "the training model's attention kernel: auto = eager on CPU (a step ~1.14x as "
+                                    "fast as sdpa's at these small shapes, docs/training.md), sdpa elsewhere. The "
+                                    "exported bundle is evaluated with the default (sdpa)",
+                            choices=ATTENTIONS)
     ema_decay: float = option(0.9, "EMA of trainable weights for eval/export; 0 = off", ge=0, lt=1)
     label_token_weight: float = option(1.0, "weight of the labels-list tokens in L_lm (1: the plain mean over the "
                                             "answer tokens)", gt=0)

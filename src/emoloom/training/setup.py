@@ -78,11 +78,18 @@ def load_training_data(cfg: SFTConfig, paths: RunPaths, tokenizer, lexicon, mixt
     return TrainingData(examples, dev, dev_examples, torch.tensor(ids, dtype=torch.long, device=device), vad.to(device))
 
 
+def attention_kernel(name: str, device: torch.device) -> str:
+    """sft.train.attention resolved: "auto" is eager on CPU, where the training step's attention shapes (a few rows
+    of ~100 tokens over a ~160-token shared prefix) run faster unfused than in sdpa's CPU kernel, and sdpa elsewhere."""
+    return ("eager" if device.type == "cpu" else "sdpa") if name == "auto" else name
+
+
 def build_model(backbone: Path, cfg: SFTConfig, lora: LoraSettings, device: torch.device) -> EmoModel:
     """The backbone (LoRA-adapted unless full fine-tuning) with fresh heads, on `device`."""
     from transformers import AutoModelForCausalLM
 
-    lm = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32)
+    lm = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32,
+                                              attn_implementation=attention_kernel(cfg.attention, device))
     if cfg.full_finetune:
         lm.requires_grad_(True)
     else:
