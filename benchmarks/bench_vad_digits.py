@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from emoloom.core.io import read_jsonl  # noqa: E402
 from emoloom.evaluation.metrics import vad_metrics  # noqa: E402
-from emoloom.evaluation.runner import fit_prompt  # noqa: E402
-from emoloom.modeling.model import load_bundle  # noqa: E402
+from emoloom.evaluation.runner import EvalConfig, fit_prompt  # noqa: E402
+from emoloom.inference.predictor import EmotionModel  # noqa: E402
 
 VAD_DIGITS = {k: re.compile(rf'"{k}":\s*0\.(\d)(\d)?') for k in "vad"}
 
@@ -52,8 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, tokenizer, info = load_bundle(REPO / f"data/sft/{args.mixture}-s11/model")
-    max_len, max_new = 1536, int(info.get("config", {}).get("max_new_tokens", 56))
+    bundle = EmotionModel.load(REPO / f"data/sft/{args.mixture}-s11/model")
+    model, tokenizer, max_len, max_new = bundle.model, bundle.tokenizer, EvalConfig().max_len, bundle.max_new_tokens
     gold = {r["id"]: r for r in read_jsonl(REPO / f"data/mix/{args.mixture}/dev.jsonl")}
     answers = [d for d in read_jsonl(REPO / f"data/eval/{args.mixture}-s11/outputs.jsonl")
                if d.get("decoded") and d["valid"]][:args.rows]
@@ -64,11 +64,12 @@ def main() -> None:
         answer_ids, positions = digit_positions(tokenizer, d["raw"])
         if prompt is None or set(positions) != set("vad"):
             continue
-        with torch.no_grad():
-            logits = model.lm(input_ids=torch.tensor([prompt + answer_ids])).logits[0].float()
+        with torch.no_grad():                 # logits of the answer's positions only: row t predicts answer token t
+            logits = model.lm(input_ids=torch.tensor([prompt + answer_ids]),
+                              logits_to_keep=len(answer_ids) + 1).logits[0].float()
         row = {}
-        for k, pos in positions.items():      # the logits at t - 1 predict token t
-            probs = [torch.softmax(logits[len(prompt) + t - 1, digits], 0) for t in pos]
+        for k, pos in positions.items():
+            probs = [torch.softmax(logits[t, digits], 0) for t in pos]
             row[k] = sum(0.1 ** (j + 1) * float((p * torch.arange(10)).sum()) for j, p in enumerate(probs))
         greedy.append(d["parsed"]["vad"]), expected.append(row), truth.append(gold[d["id"]]["vad"])
 
