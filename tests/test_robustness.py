@@ -20,7 +20,7 @@ from emoloom.core.errors import DataError, ParamError
 from emoloom.data.mixing import MixConfig, build_mixture
 from emoloom.data.prepare import PrepareConfig, prepare_corpus
 from emoloom.data.weak_vad import WeakVadConfig, WeakVadFilter
-from emoloom.evaluation.runner import EvalConfig
+from emoloom.evaluation.runner import EvalConfig, QuickProbeConfig
 from emoloom.modeling.model import LoraSettings
 from emoloom.training.config import LossWeights, SFTConfig
 
@@ -57,6 +57,7 @@ def test_a_budget_stop_still_ends_in_a_complete_run_and_a_rerun_finishes_it(tiny
     (MixConfig, {"dev_frac": 1, "mixtures": {"a": [1, 1]}}, "mix", "mix.dev_frac: must be < 1, got 1"),
     (MixConfig, {"mixtures": {"a": [0, 0]}}, "mix", "mix.mixtures.a: expected [GoEmotions weight"),
     (PrepareConfig, {"min_tokens": 10, "max_tokens": 5}, "prepare", "prepare.max_tokens (5) must be >= "),
+    (QuickProbeConfig, {"run": "20_80"}, "eval_dd_quick", "eval_dd_quick.run: expected `best` or <mixture>-s<seed>"),
 ])
 def test_bad_parameters_are_refused_naming_the_key(cls, section, where, message):
     with pytest.raises(ParamError) as err:
@@ -96,6 +97,7 @@ def test_the_shipped_params_pass_every_check():
     from_section(PrepareConfig, params["prepare"], "prepare")
     split_section(params["weak_vad"], "weak_vad", WeakVadFilter, WeakVadConfig)
     EvalConfig.from_params(params["eval"], max_rows=params["eval"]["dev_max_rows"])
+    from_section(QuickProbeConfig, params["eval_dd_quick"], "eval_dd_quick")
 
 
 # ------------------------------------------------------------------------------------------------ degenerate data

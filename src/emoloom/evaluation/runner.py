@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -70,8 +71,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class QuickProbeConfig:
     """The time-budgeted DailyDialog probe (params.yaml `eval_dd_quick`)."""
-    mixture: str = option("20_80", "which SFT run is probed: its mixture")
-    seed: int = option(11, "... and its seed")
+    run: str = option("best", "which SFT run is probed: `best`, the one metrics/best.json names (the dev composite's "
+                              "choice, as the paper probes its best mixture), or a run such as 20_80-s11")
     time_budget_min: float = option(2.0, "stop after this many minutes (paper: 60)", gt=0)
     max_new_tokens: int = option(48, "decoding budget (the paper's quick eval: 48)", ge=1)
     stream_seed: int = option(42, "seeded row order")
@@ -80,6 +81,9 @@ class QuickProbeConfig:
 
     def __post_init__(self) -> None:
         validate(self, "eval_dd_quick")
+        if self.run != "best" and not re.fullmatch(r"\w+-s\d+", self.run):
+            raise ParamError("eval_dd_quick.run: expected `best` or <mixture>-s<seed> such as 20_80-s11, "
+                             f"got {self.run!r}")
 
 
 def fit_prompt(record: dict, tokenizer, max_len: int, max_new_tokens: int,
