@@ -200,6 +200,20 @@ def test_evaluate_cli(bundle, tiny_run, tmp_path, capsys):
     assert (tmp_path / "runtime.json").is_file() and "decode" not in metrics
 
 
+def test_evaluate_cli_scores_ekman_7_on_request(bundle, tiny_run, small_raw_root, tmp_path, capsys):
+    from emoloom.cli import main
+
+    args = ["evaluate", str(bundle), str(tiny_run / "dev.jsonl"), "--mode", "cached", "--max-new-tokens", "4",
+            "--max-rows", "4", "--batch-size", "2", "--raw-root", str(small_raw_root)]
+    main([*args, "--out", str(tmp_path / "plain")])
+    assert "ekman" not in json.loads((tmp_path / "plain/metrics.json").read_text())["generated"]
+    main([*args, "--out", str(tmp_path / "ekman"), "--ekman"])
+    ekman = json.loads((tmp_path / "ekman/metrics.json").read_text())["generated"]["ekman"]
+    assert set(ekman["k_star"]) <= {"anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"}
+    assert ekman["k_star"] and ekman["strict"]["n"] == 4
+    assert "Ekman-7 strict" in capsys.readouterr().out
+
+
 def test_a_bundle_loads_from_any_working_directory(tiny_run, nrc, tmp_path, monkeypatch):
     """bundle.json names the backbone relative to the bundle, not to the directory the run started in."""
     from conftest import MIX, TINY_CFG, TINY_LORA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -67,14 +68,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                      max_len=args.max_len, max_rows=args.max_rows, time_budget_min=args.time_budget_min,
                      context_turns=args.context_turns,
                      stream_seed=args.seed if args.time_budget_min else None, precision=args.precision)
-    lexicon = load_lexicon(args.lexicon, raw_root(args.raw_root or _default_root())) if args.train else None
-    result = evaluate_file(resolve_model(args.model), args.data, args.out, cfg, train_path=args.train, lexicon=lexicon)
+    root = raw_root(args.raw_root or _default_root()) if args.train or args.ekman else None
+    lexicon = load_lexicon(args.lexicon, root) if args.train else None
+    ekman = json.loads(resource_path(root, "goemotions_ekman").read_text(encoding="utf-8")) if args.ekman else None
+    result = evaluate_file(resolve_model(args.model), args.data, args.out, cfg, train_path=args.train, lexicon=lexicon,
+                           ekman_mapping=ekman)
     metrics = result["metrics"]
     write_json(args.out / "metrics.json", metrics)
     write_json(args.out / "runtime.json", result["runtime"])
     gen, paper = metrics["generated"], metrics["generated"]["paper"]
+    ekman_f1 = f", Ekman-7 strict {gen['ekman']['strict']['macro_f1']}" if ekman else ""
     print(f"{metrics['n_evaluated']}/{metrics['n_records']} rows: ParseOK {gen['parse_ok']}, macro-F1 "
-          f"{paper['labels']['macro_f1']} (strict {gen['strict']['labels']['macro_f1']}), 1-RMSE "
+          f"{paper['labels']['macro_f1']} (strict {gen['strict']['labels']['macro_f1']}){ekman_f1}, 1-RMSE "
           f"{paper['vad']['one_minus_rmse']} -> {args.out / 'metrics.json'}")
 
 
@@ -165,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-len", type=positive_int, default=1536, help="prompt + answer tokens (default: 1536)")
     ev.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="default: fp32")
     ev.add_argument("--train", type=Path, help="training JSONL: adds the baselines on the same rows")
-    ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines)")
+    ev.add_argument("--ekman", action="store_true",
+                    help="also score the labels projected to Ekman-7 (GoEmotions' ekman_mapping.json under the "
+                         "raw-data root), as eval_dd_quick scores DailyDialog")
+    ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines) and the Ekman mapping")
     ev.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
     ev.set_defaults(func=cmd_evaluate)
 
