@@ -132,25 +132,8 @@ def cmd_diff(args: argparse.Namespace) -> None:
     print(markdown_table(table, align="lrrrrlr"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emoloom", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    conv = sub.add_parser("convert", help="convert a raw corpus file into record JSONL (QC, dedup, weak VAD)")
-    conv.add_argument("input", type=Path, help="raw file: GoEmotions .tsv, ED .csv, DailyDialog .jsonl, EmoBank .csv")
-    conv.add_argument("output", type=Path, help="record JSONL to write")
-    conv.add_argument("--format", choices=sorted(FORMATS), help="raw format (default: guessed from name and header)")
-    conv.add_argument("--split", default="dev", help="split name written into ids and records (default: dev)")
-    conv.add_argument("--raw-root", help="raw-data root holding the lexicon and ED labels.txt "
-                                         "(default: $EMOLOOM_RAW_ROOT, else data.raw_root of ./params.yaml)")
-    conv.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
-    conv.add_argument("--no-weak-vad", action="store_true", help="skip weak VAD (records keep vad=null)")
-    conv.add_argument("--ed-labels", type=Path, help="EmpatheticDialogues labels.txt (default: from the raw root)")
-    conv.add_argument("--context-turns", type=int, default=2, help="dialogue turns kept as context (default: 2)")
-    conv.add_argument("--min-tokens", type=int, default=3, help="QC: shortest text kept (default: 3)")
-    conv.add_argument("--max-tokens", type=int, default=128, help="QC: longest text kept (default: 128)")
-    conv.set_defaults(func=cmd_convert)
-
+def _add_evaluate(sub) -> None:
+    """The `evaluate` subcommand's arguments."""
     ev = sub.add_parser("evaluate", help="score a model bundle on a record JSONL (per-example outputs + metrics)")
     ev.add_argument("model", help="a bundle directory (data/sft/<run>/model) or `best` (metrics/best.json)")
     ev.add_argument("data", type=Path, help="record JSONL (from the pipeline or `emoloom convert`)")
@@ -176,6 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--raw-root", help="raw-data root with the lexicon (for the baselines) and the Ekman mapping")
     ev.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
     ev.set_defaults(func=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emoloom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conv = sub.add_parser("convert", help="convert a raw corpus file into record JSONL (QC, dedup, weak VAD)")
+    conv.add_argument("input", type=Path, help="raw file: GoEmotions .tsv, ED .csv, DailyDialog .jsonl, EmoBank .csv")
+    conv.add_argument("output", type=Path, help="record JSONL to write")
+    conv.add_argument("--format", choices=sorted(FORMATS), help="raw format (default: guessed from name and header)")
+    conv.add_argument("--split", default="dev", help="split name written into ids and records (default: dev)")
+    conv.add_argument("--raw-root", help="raw-data root holding the lexicon and ED labels.txt "
+                                         "(default: $EMOLOOM_RAW_ROOT, else data.raw_root of ./params.yaml)")
+    conv.add_argument("--lexicon", default="nrc_vad", help="nrc_vad | warriner2013 (default: nrc_vad)")
+    conv.add_argument("--no-weak-vad", action="store_true", help="skip weak VAD (records keep vad=null)")
+    conv.add_argument("--ed-labels", type=Path, help="EmpatheticDialogues labels.txt (default: from the raw root)")
+    conv.add_argument("--context-turns", type=int, default=2, help="dialogue turns kept as context (default: 2)")
+    conv.add_argument("--min-tokens", type=int, default=3, help="QC: shortest text kept (default: 3)")
+    conv.add_argument("--max-tokens", type=int, default=128, help="QC: longest text kept (default: 128)")
+    conv.set_defaults(func=cmd_convert)
+
+    _add_evaluate(sub)
 
     diff = sub.add_parser("diff", help="is evaluation B better than A? paired bootstrap over the rows both scored")
     diff.add_argument("a", type=Path, help="outputs.jsonl of evaluation A (eval_dev's data/eval/<run>/, or --out of "
