@@ -210,6 +210,12 @@ def test_the_refit_sample_follows_the_mixture_and_its_seed():
     assert len(set(sample)) == 100 and sample == refit_sample(examples, mixture, 100, seed=11)
     assert sample != refit_sample(examples, mixture, 100, seed=12)
     assert len(refit_sample(examples, {"goemotions": 1.0, "empathetic": 0.0}, 900, seed=11)) == 500   # what there is
+    reused = {"empathetic": examples["empathetic"][:90]}      # features at hand: first, up to the source's share
+    first = refit_sample(examples, mixture, 100, seed=11, reused=reused)
+    assert first[:80] == examples["empathetic"][:80] and len(set(first)) == 100     # sources in name order
+    assert [s for s, _ in first].count("g") == 20
+    topped = refit_sample(examples, mixture, 100, seed=11, reused={"goemotions": examples["goemotions"][:5]})
+    assert topped[80:85] == examples["goemotions"][:5] and len(set(topped)) == 100       # a seeded draw tops it up
 
 
 def test_the_refit_features_in_bf16_autocast_stay_fp32_and_close_to_the_fp32_ones(parts):

@@ -65,6 +65,32 @@ def test_the_heads_refit_reads_the_exported_weights_features(tiny_run, nrc):
     assert len(decision) == 1 and decision[0]["rows"] == len(sample) == 24 and labels.shape == (24, 28)
 
 
+def test_the_refit_reuses_the_features_training_computed_below_the_adapters(tiny_run, nrc):
+    """LoRA on the last of 2 layers, the heads on the first: training cannot change what the heads read, so the loop
+    keeps each trained example's features (they equal what the exported weights compute for it) and the refit puts
+    those examples first in its sample, computing features only for the rest."""
+    from emoloom.modeling.model import load_bundle
+    from emoloom.training.setup import example_features, load_training_data
+
+    cfg = replace(TINY_CFG, heads_refit_rows=24, heads_layer=1)
+    train(cfg, LossWeights(), replace(TINY_LORA, last_layers=1), paths_for(tiny_run, "reuse"), MIX, nrc, "reuse")
+    kept = torch.load(tiny_run / "reuse/checkpoint.pt", weights_only=False)["state"].features
+    model, tokenizer, _ = load_bundle(tiny_run / "reuse/model")
+    data = load_training_data(cfg, paths_for(tiny_run, "reuse"), tokenizer, nrc, MIX, "reuse", torch.device("cpu"))
+    by_id = {ex.id: ex for exs in data.examples.values() for ex in exs}
+    assert 0 < len(kept) <= cfg.max_steps * cfg.micro_batch * cfg.grad_accum
+    now, _, _ = example_features(model, [by_id[i] for i in kept], cfg, tokenizer.pad_token_id)
+    assert torch.allclose(torch.stack(list(kept.values())), now, atol=1e-5)
+    decision = [json.loads(line) for line in (tiny_run / "reuse/plots/decisions.jsonl").read_text().splitlines()
+                if '"heads_refit"' in line][0]
+    share = cfg.heads_refit_rows // len(MIX)
+    assert decision["rows"] == 24 and decision["reused"] == sum(
+        min(share, sum(by_id[i].source == s for i in kept)) for s in MIX) > 0
+    without = [json.loads(line) for line in (tiny_run / "refit/plots/decisions.jsonl").read_text().splitlines()
+               if '"heads_refit"' in line] if (tiny_run / "refit").exists() else []
+    assert all(d["reused"] == 0 for d in without)        # LoRA on every layer (the test above): nothing to reuse
+
+
 KILL_AT_CALL = 9     # step_losses calls: 2 per step, so the kill lands inside step 5, after the step-4 checkpoint
 CHILD = """
 import os, signal, sys, json

@@ -59,11 +59,22 @@ def _trial(heads: Heads, x, y, v, fit, held, epochs: int) -> tuple[float, np.nda
     return _macro_f1(trial, x[held], y[held]), thresholds
 
 
-def refit_sample(examples: dict[str, list], mixture: dict[str, float], rows: int, seed: int) -> list:
-    """A seeded sample of about `rows` training examples, each source's share as in the mixture (as in dev)."""
-    rng, total = random.Random(seed), sum(mixture.values())
-    shares = {s: round(rows * w / total) for s, w in sorted(mixture.items()) if w > 0}
-    return [ex for s, n in shares.items() for ex in rng.sample(examples[s], min(n, len(examples[s])))]
+def refit_sample(examples: dict[str, list], mixture: dict[str, float], rows: int, seed: int,
+                 reused: dict[str, list] | None = None) -> list:
+    """A seeded sample of about `rows` training examples, each source's share as in the mixture (as in dev). The
+    examples of `reused` (source -> examples whose features are at hand) come first, up to their source's share; a
+    seeded draw of the others fills it."""
+    rng, total, reused = random.Random(seed), sum(mixture.values()), reused or {}
+    sample = []
+    for s, w in sorted(mixture.items()):
+        if w <= 0:
+            continue
+        n = round(rows * w / total)
+        first = reused.get(s, [])[:n]
+        taken = {id(ex) for ex in first}
+        others = [ex for ex in examples[s] if id(ex) not in taken]
+        sample += first + rng.sample(others, min(n - len(first), len(others)))
+    return sample
 
 
 def reset_heads(heads: Heads, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from emoloom.core.device import autocast_dtype, resolve_device, seed_everything
 from emoloom.core.io import sha1_file
 from emoloom.core.stamp import config_hash
 from emoloom.modeling.model import EmoModel, LoraSettings, check_heads_layer
+from emoloom.modeling.prefix_kv import frozen_depth
 from emoloom.modeling.verifier import AppraisalVerifier
 from emoloom.training.config import LossWeights, RunPaths, SFTConfig
 from emoloom.training.dev_eval import dev_evaluation
@@ -73,6 +74,17 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
+@contextmanager
+def heads_inputs(model: EmoModel):
+    """The pooled features the heads receive inside the block, one tensor per call (detached)."""
+    seen: list[torch.Tensor] = []
+    handle = model.heads.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 @dataclass
 class Run:
     """The objects of one training run; `train` drives them."""
@@ -101,20 +113,30 @@ class Run:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
 
+    @property
+    def keeps_features(self) -> bool:
+        """Whether the heads' refit can reuse the training forwards' features: the heads read a layer training cannot
+        change (at or below the first adapted one), so those are the features the exported weights would compute."""
+        return bool(self.cfg.heads_refit_rows) and 0 < self.model.heads.layer <= frozen_depth(self.model.lm)
+
     # ---------------------------------------------------------------------------------------------- one step
 
     def accumulate(self) -> dict:
         """Forward + backward over grad_accum micro-batches (gradients summed); what the step log needs."""
         heal, step = self.state.heal, self.state.step
         totals, sources, entropies, n_tokens = {t: 0.0 for t in self.weights.active}, [], [], 0
+        features: dict[str, torch.Tensor] = {}
         for _ in range(heal.grad_accum):
             source = self.sampler.draw(step)
-            batch = collate(self.streams[source].take(heal.micro_batch, heal.max_len), self.tokenizer.pad_token_id,
+            examples = self.streams[source].take(heal.micro_batch, heal.max_len)
+            batch = collate(examples, self.tokenizer.pad_token_id,
                             share_prefix=self.cfg.share_prefix and not self.cfg.gradient_checkpointing).to(self.device)
-            with self.autocast():
+            with self.autocast(), heads_inputs(self.model) as pooled:
                 terms, kept = step_losses(self.model, batch, self.verifier, self.data.lexical_ids,
                                           self.data.lexical_vad, self.weights,
                                           (self.cfg.label_token_weight, self.cfg.vad_token_weight))
+            if self.keeps_features and len(self.state.features) < self.cfg.heads_refit_rows:   # (the refit's size)
+                features.update(zip((e.id for e in examples), pooled[0][:len(examples)].float().cpu().clone()))
             (self.weights.combine(terms) / heal.grad_accum).backward()
             entropy = kept["entropy"]
             self.sampler.update(source, entropy)
@@ -124,7 +146,8 @@ class Run:
             sources.append(source)
             entropies.append(entropy)
             n_tokens += batch.n_tokens
-        return {"totals": totals, "sources": sources, "entropies": entropies, "tokens": n_tokens}
+        return {"totals": totals, "sources": sources, "entropies": entropies, "tokens": n_tokens,
+                "features": features}
 
     def optimizer_step(self) -> float:
         """Schedule the LR, clip, step, update the EMA; the gradient norm before clipping."""
@@ -236,13 +259,20 @@ class Run:
 
     def refit_heads(self, chosen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The chosen weights with the heads refitted on the features they compute for a seeded sample of training
-        prompts (emoloom.training.heads_fit)."""
+        prompts (emoloom.training.heads_fit). The examples trained on come first, their features kept from training
+        where the heads read frozen layers (`keeps_features`); the others' are computed now."""
         swap_weights(self.model, chosen)
-        sample = refit_sample(self.data.examples, self.mixture, self.cfg.heads_refit_rows, self.cfg.seed)
+        kept = self.state.features if self.keeps_features else {}
+        reused = {s: [ex for ex in exs if ex.id in kept] for s, exs in self.data.examples.items()}
+        sample = refit_sample(self.data.examples, self.mixture, self.cfg.heads_refit_rows, self.cfg.seed, reused)
+        todo = [ex for ex in sample if ex.id not in kept]
         with self.autocast():                    # the run's precision: bf16 where training runs in bf16
-            features, labels, vad = example_features(self.model, sample, self.cfg, self.tokenizer.pad_token_id or 0)
+            new, _, _ = example_features(self.model, todo, self.cfg, self.tokenizer.pad_token_id or 0)
+        computed = dict(zip((ex.id for ex in todo), new))
+        features = torch.stack([kept[ex.id] if ex.id in kept else computed[ex.id] for ex in sample])
+        labels, vad = torch.tensor([ex.labels for ex in sample]), torch.tensor([ex.vad for ex in sample])
         summary = refit_heads(self.model.heads, features, labels, vad, self.cfg.seed)
-        self.state.history.decide(self.state.step, "heads_refit", **summary)
+        self.state.history.decide(self.state.step, "heads_refit", reused=len(sample) - len(todo), **summary)
         write_logs(self.plots, self.state.history)
         return {**chosen, **{f"heads.{n}": p.detach().clone() for n, p in self.model.heads.named_parameters()}}
 
@@ -326,6 +356,7 @@ def train(cfg: SFTConfig, weights: LossWeights, lora: LoraSettings, paths: RunPa
             run.heal_oom(err, snapshot)
             continue
         grad_norm = run.optimizer_step()
+        state.features.update(acc["features"])
         seconds = time.perf_counter() - started
         state.elapsed += seconds
         state.step += 1

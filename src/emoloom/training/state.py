@@ -16,7 +16,7 @@ import torch
 
 from emoloom.core.io import atomic_path, write_text
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass
@@ -58,6 +58,8 @@ class RunState:
     pass_times: list[float] = field(default_factory=list)  # wall seconds of every pass (the ETA)
     pass_entropy: dict[str, list[float]] = field(default_factory=dict)   # source -> this pass's entropies
     stop: str | None = None                               # why the loop stopped early: "budget" or "early"
+    features: dict[str, torch.Tensor] = field(default_factory=dict)   # example id -> its training forward's heads
+                                                          # input, while the heads read frozen layers (refit reuses)
     history: History = field(default_factory=History)
 
 
